@@ -62,24 +62,47 @@ const DefaultReplicas = -1
 // every write to the log, publishes each durable append to live streams and
 // views, and answers synchronous appends with the help of a Replicator.
 // All methods are safe for concurrent use.
+//
+// Since is published only after the log's Append has returned, so every
+// entry a reader can see (Get, Stream, views) is durable per the log's sync
+// policy. This relies on the log being durable as a prefix: when Append
+// returns for seq s, every seq below s is durable too.
+//
+// Locks: appendMu is taken before mu, never the other way round; no lock is
+// held while calling a view, a Replicator or a Watch callback.
 type DB struct {
 	log  Log
 	opts Options
 
+	// mu guards the published position, the mode and the set of views.
+	// Lock order: appendMu before mu (see LOCKS in the DB comment).
 	mu struct {
 		sync.Mutex
-		since      int64         // last published (durable) seq
-		changed    chan struct{} // closed and replaced when since changes
+		since int64 // last published (durable) seq
+		// changed is closed and replaced when since grows, but only if
+		// someone took it (chTaken): appends nobody waits for then cost no
+		// allocation. After Close it stays closed for good, so observers
+		// never block on a closed DB.
+		changed    chan struct{}
+		chTaken    bool
 		closed     bool
-		primary    string // non-empty or follower=true: read-only follower of this address
+		primary    string // address of the primary when follower is set (may be empty)
 		follower   bool
 		replicator Replicator
 		views      map[string]*viewRunner
 	}
 	closedCh chan struct{} // closed by Close
-	wg       sync.WaitGroup
-	// appendMu serialises follower appends with the mode switch so that a
-	// client append never interleaves with a replicated batch.
+	// ctx is cancelled by Close; waits that outlive a call (sync-replication
+	// acks) derive from it so that Close ends them.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg counts the goroutines the DB started (view feeders, watchers) and
+	// Use calls in progress; Close waits for it.
+	wg sync.WaitGroup
+	// appendMu is held shared by client appends and exclusively by
+	// replicated appends, mode switches and Close: a client append never
+	// interleaves with a replicated batch, and Close waits for appends that
+	// are inside the log.
 	appendMu sync.RWMutex
 }
 
@@ -90,6 +113,7 @@ func Open(log Log, opts *Options) (*DB, error) {
 		return nil, errors.New("flume: Open: nil log")
 	}
 	db := &DB{log: log, opts: opts.withDefaults(), closedCh: make(chan struct{})}
+	db.ctx, db.cancel = context.WithCancel(context.Background())
 	db.mu.since = log.Since()
 	db.mu.changed = make(chan struct{})
 	db.mu.views = make(map[string]*viewRunner)
@@ -115,50 +139,78 @@ func (db *DB) Since() int64 {
 }
 
 // WaitSince blocks until Since() >= seq, ctx ends (ctx.Err()) or the DB
-// closes (ErrClosed).
+// closes (ErrClosed). Any number of waiters with any targets, in any order,
+// are each released as soon as their own target is published.
 func (db *DB) WaitSince(ctx context.Context, seq int64) error {
 	for {
-		db.mu.Lock()
-		since, ch, closed := db.mu.since, db.mu.changed, db.mu.closed
-		db.mu.Unlock()
-		if since >= seq {
-			return nil
-		}
+		since, ch, closed := db.changedState()
 		if closed {
 			return ErrClosed
+		}
+		if since >= seq {
+			return nil
 		}
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-db.closedCh:
 		}
 	}
 }
 
 // Changed returns the current since and a channel that is closed when it
-// next changes (or the DB closes). It is the building block for observers:
+// next changes or the DB closes. It is the building block for observers:
 //
-//	for { s, ch := db.Changed(); use(s); <-ch }
+//	for { s, ch := db.Changed(); use(s); <-ch; if closed { break } }
+//
+// After Close the channel is always closed; check Done (or an ErrClosed
+// from another method) to stop looping.
 func (db *DB) Changed() (since int64, ch <-chan struct{}) {
+	since, ch, _ = db.changedState()
+	return since, ch
+}
+
+// changedState is Changed plus whether the DB is closed, read atomically.
+func (db *DB) changedState() (since int64, ch <-chan struct{}, closed bool) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	return db.mu.since, db.mu.changed
+	db.mu.chTaken = true
+	return db.mu.since, db.mu.changed, db.mu.closed
 }
+
+// Done returns a channel that is closed when Close begins.
+func (db *DB) Done() <-chan struct{} { return db.closedCh }
 
 // Watch calls fn with Since() now and after every change, from one
 // goroutine, until the returned stop is called or the DB closes. Changes that
 // happen while fn runs are coalesced: fn sees the latest value, never a
-// stale one, and values only grow.
+// stale one, and values only grow. fn is not called again once stop has
+// returned (a call already running may finish). stop may be called more
+// than once and from fn itself. On a closed DB Watch starts nothing.
 func (db *DB) Watch(fn func(since int64)) (stop func()) {
 	done := make(chan struct{})
 	var once sync.Once
-	db.wg.Add(1)
+	stop = func() { once.Do(func() { close(done) }) }
+	db.mu.Lock()
+	if db.mu.closed {
+		db.mu.Unlock()
+		return stop
+	}
+	db.wg.Add(1) // under mu: Close cannot be in wg.Wait yet
+	db.mu.Unlock()
 	go func() {
 		defer db.wg.Done()
 		last := int64(-2)
 		for {
-			s, ch := db.Changed()
+			s, ch, closed := db.changedState()
+			if closed {
+				return
+			}
+			select {
+			case <-done:
+				return
+			default:
+			}
 			if s != last {
 				fn(s)
 				last = s
@@ -167,22 +219,24 @@ func (db *DB) Watch(fn func(since int64)) (stop func()) {
 			case <-ch:
 			case <-done:
 				return
-			case <-db.closedCh:
-				return
 			}
 		}
 	}()
-	return func() { once.Do(func() { close(done) }) }
+	return stop
 }
 
 // publish raises since to last (never lowers it) and wakes waiters.
 func (db *DB) publish(last int64) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
-	if last > db.mu.since {
-		db.mu.since = last
+	if last <= db.mu.since {
+		return
+	}
+	db.mu.since = last
+	if db.mu.chTaken && !db.mu.closed {
 		close(db.mu.changed)
 		db.mu.changed = make(chan struct{})
+		db.mu.chTaken = false
 	}
 }
 
@@ -201,18 +255,21 @@ func (db *DB) AppendBatch(ctx context.Context, values [][]byte) (first, last int
 	return db.AppendWith(ctx, AppendOptions{SyncReplicas: DefaultReplicas}, values...)
 }
 
-// AppendWith is AppendBatch with per-call options.
+// AppendWith is AppendBatch with per-call options. With no values it
+// appends nothing and returns (Since()+1, Since(), nil).
+//
+// With synchronous replication (k > 0 followers required), the entries are
+// first made durable and published locally, then AppendWith waits for k
+// acknowledgements of the last one, up to the earliest of ctx's deadline,
+// Options.SyncTimeout and Close. Short of k it returns the seqs together with
+// a *NotReplicatedError saying how many acked; the entries stay in the log.
 func (db *DB) AppendWith(ctx context.Context, o AppendOptions, values ...[]byte) (first, last int64, err error) {
-	if len(values) == 0 {
-		s := db.Since()
-		return s + 1, s, nil
-	}
 	if err := ctx.Err(); err != nil {
 		return 0, 0, err
 	}
 	db.appendMu.RLock()
 	db.mu.Lock()
-	closed, follower, primary, rep := db.mu.closed, db.mu.follower, db.mu.primary, db.mu.replicator
+	closed, follower, primary, rep, since := db.mu.closed, db.mu.follower, db.mu.primary, db.mu.replicator, db.mu.since
 	db.mu.Unlock()
 	if closed {
 		db.appendMu.RUnlock()
@@ -222,13 +279,24 @@ func (db *DB) AppendWith(ctx context.Context, o AppendOptions, values ...[]byte)
 		db.appendMu.RUnlock()
 		return 0, 0, &NotPrimaryError{Primary: primary}
 	}
+	if len(values) == 0 {
+		db.appendMu.RUnlock()
+		return since + 1, since, nil
+	}
 	last, err = db.log.Append(values...)
+	if err == nil {
+		// Publish before releasing appendMu so that Close, which takes
+		// appendMu exclusively, never races a publish.
+		db.publish(last)
+	}
 	db.appendMu.RUnlock()
 	if err != nil {
+		if errors.Is(err, ErrClosed) {
+			return 0, 0, ErrClosed
+		}
 		return 0, 0, fmt.Errorf("flume: append: %w", err)
 	}
 	first = last - int64(len(values)) + 1
-	db.publish(last)
 
 	k := o.SyncReplicas
 	if k < 0 {
@@ -243,14 +311,18 @@ func (db *DB) AppendWith(ctx context.Context, o AppendOptions, values ...[]byte)
 	}
 	wctx, cancel := context.WithTimeout(ctx, db.opts.SyncTimeout)
 	defer cancel()
+	// Close ends the wait: a closing DB answers "not replicated (yet)".
+	defer context.AfterFunc(db.ctx, cancel)()
 	acked, err := rep.WaitAcked(wctx, last, k)
-	if err != nil || acked < k {
-		if err == nil {
-			err = errors.New("replicator returned early")
-		}
-		return first, last, &NotReplicatedError{First: first, Last: last, Acked: acked, Required: k, Cause: err}
+	if acked >= k {
+		return first, last, nil
 	}
-	return first, last, nil
+	if err == nil {
+		err = errors.New("replicator returned early")
+	} else if db.ctx.Err() != nil && ctx.Err() == nil {
+		err = ErrClosed
+	}
+	return first, last, &NotReplicatedError{First: first, Last: last, Acked: acked, Required: k, Cause: err}
 }
 
 // SetReplicator installs the primary side of replication, which answers
@@ -297,11 +369,16 @@ func (db *DB) AppendReplicated(entries []Entry) error {
 		return ErrClosed
 	}
 	err := db.log.AppendEntries(entries)
+	if err == nil {
+		db.publish(entries[len(entries)-1].Seq)
+	}
 	db.appendMu.Unlock()
 	if err != nil {
+		if errors.Is(err, ErrClosed) {
+			return ErrClosed
+		}
 		return fmt.Errorf("flume: append replicated: %w", err)
 	}
-	db.publish(entries[len(entries)-1].Seq)
 	return nil
 }
 
@@ -310,6 +387,9 @@ func (db *DB) AppendReplicated(entries []Entry) error {
 func (db *DB) AdoptID(id LogID) error {
 	db.appendMu.Lock()
 	defer db.appendMu.Unlock()
+	if db.isClosed() {
+		return ErrClosed
+	}
 	return db.log.SetID(id)
 }
 
@@ -327,12 +407,28 @@ func (db *DB) Get(ctx context.Context, seq int64) ([]byte, error) {
 	if seq < 0 || seq > since {
 		return nil, fmt.Errorf("flume: get %d (since %d): %w", seq, since, ErrNotFound)
 	}
-	return db.log.Get(seq)
+	b, err := db.log.Get(seq)
+	if err != nil && !errors.Is(err, ErrClosed) {
+		err = fmt.Errorf("flume: get %d: %w", seq, err)
+	} else if err != nil {
+		err = ErrClosed
+	}
+	return b, err
 }
 
-// Close stops every view and watcher the DB started, waits for them, closes
-// the views and then the log. Later calls return nil; every other method
-// returns ErrClosed after Close.
+func (db *DB) isClosed() bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.mu.closed
+}
+
+// Close waits for appends already inside the log, stops every view feeder
+// and watcher the DB started and waits for them, ends pending sync-append
+// waits (they return *NotReplicatedError), wakes live streams and waiters
+// (they end with ErrClosed), closes the views and then the log. Streams the
+// caller opened must still be closed by the caller. Close is safe to call
+// more than once; later calls return nil. Every other method returns
+// ErrClosed after Close.
 func (db *DB) Close() error {
 	db.appendMu.Lock()
 	db.mu.Lock()
@@ -342,22 +438,25 @@ func (db *DB) Close() error {
 		return nil
 	}
 	db.mu.closed = true
-	views := db.mu.views
+	views := make(map[string]*viewRunner, len(db.mu.views))
+	for name, r := range db.mu.views {
+		views[name] = r
+	}
 	close(db.closedCh)
-	close(db.mu.changed)
-	db.mu.changed = make(chan struct{})
+	close(db.mu.changed) // stays closed: see mu.changed
 	db.mu.Unlock()
 	db.appendMu.Unlock()
+	db.cancel()
 
 	db.wg.Wait()
 	var errs []error
-	for name, v := range views {
-		if err := v.close(); err != nil {
+	for name, r := range views {
+		if err := r.close(); err != nil {
 			errs = append(errs, fmt.Errorf("flume: close view %q: %w", name, err))
 		}
 	}
 	if err := db.log.Close(); err != nil {
-		errs = append(errs, err)
+		errs = append(errs, fmt.Errorf("flume: close log: %w", err))
 	}
 	return errors.Join(errs...)
 }

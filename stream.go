@@ -7,20 +7,25 @@ import (
 )
 
 // StreamOptions select a range of the log, with flumedb's meaning. A nil
-// bound is open. Gt/Gte are the lower bound (Gt wins if both are set), Lt/Lte
-// the upper.
+// bound is open. Every bound that is set applies: Gt and Gte together mean
+// the stricter of the two (flumedb lets Gt win; with Gt >= Gte-1, the usual
+// case, the two agree), and likewise Lt and Lte.
 type StreamOptions struct {
 	Gt, Gte, Lt, Lte *int64
 	// Reverse yields entries from the highest seq down. It cannot be combined
 	// with Live.
 	Reverse bool
 	// Limit stops the stream after this many entries; 0 is no limit.
+	// Negative is an error.
 	Limit int
 	// Live continues after the existing entries with new ones as they are
-	// appended, until ctx ends, Close, or the upper bound is passed.
+	// published, until ctx ends, the DB closes, Limit is reached or the
+	// upper bound is passed. Without Live a stream ends at the entry that
+	// was last when the stream was opened (a snapshot of the range).
 	Live bool
-	// SkipOld starts at the end of the log: with Live, only entries appended
-	// after the stream was opened (flumedb's old: false).
+	// SkipOld starts at the end of the log: only entries published after
+	// the stream was opened are yielded (flumedb's old: false). Without
+	// Live the stream is then empty.
 	SkipOld bool
 }
 
@@ -34,18 +39,23 @@ func At(s int64) *int64 { return &s }
 //	for s.Next() { e := s.Entry(); ... }
 //	if err := s.Err(); err != nil { ... }
 //
-// It reads from the log as it goes (memory does not depend on the log's
-// length), sees only published (durable) entries, and never blocks appends:
-// a slow reader just falls behind.
+// Guarantees: every entry in the range is yielded exactly once, in seq order
+// (descending with Reverse), with no gaps; only published (durable) entries
+// are seen. The stream reads from the log as it goes, so its memory does
+// not depend on the log's length, and it never blocks appends: a slow
+// reader just falls behind. A Stream is used by one goroutine at a time.
 type Stream struct {
 	db   *DB
 	ctx  context.Context
 	opts StreamOptions
 
-	lo, hi int64 // inclusive bounds; hi may be MaxInt64
+	lo, hi int64 // inclusive bounds; hi may be maxSeq
 	next   int64 // next seq to yield (forward) or to yield going down (reverse)
-	count  int
+	since  int64 // published since as last read; refreshed when next passes it
+	count  int   // entries yielded
+	polls  int   // entries since ctx was last checked
 	it     Iterator
+	fresh  bool // it was made for next and has yielded nothing yet
 	cur    Entry
 	err    error
 	done   bool
@@ -53,50 +63,83 @@ type Stream struct {
 
 const maxSeq = int64(^uint64(0) >> 1)
 
-// Stream opens a stream over the DB with opts. Errors (a bad option, a
-// corrupt entry, ctx ending on a live stream) are reported by Err after Next
-// returns false; a live stream ended by ctx reports ctx.Err().
+// ctxCheckEvery is how many entries a stream yields between checks of its
+// context when it does not wait: often enough that a cancelled reader of a
+// long range stops within microseconds, rarely enough to cost nothing.
+const ctxCheckEvery = 256
+
+// Stream opens a stream over the DB with opts. It does not fail: a bad option,
+// a closed DB, a corrupt entry or ctx ending is reported by Err after Next
+// returns false. A live stream ended by ctx reports ctx.Err(); one ended by
+// Close reports ErrClosed.
 func (db *DB) Stream(ctx context.Context, opts StreamOptions) *Stream {
-	s := &Stream{db: db, ctx: ctx, opts: opts, lo: 0, hi: maxSeq}
+	// polls starts full so that the first Next checks ctx.
+	s := &Stream{db: db, ctx: ctx, opts: opts, lo: 0, hi: maxSeq, polls: ctxCheckEvery - 1}
+	empty := false
 	if opts.Gte != nil {
-		s.lo = *opts.Gte
+		s.lo = max(s.lo, *opts.Gte)
 	}
 	if opts.Gt != nil {
-		s.lo = *opts.Gt + 1
+		if *opts.Gt == maxSeq {
+			empty = true
+		} else {
+			s.lo = max(s.lo, *opts.Gt+1)
+		}
 	}
 	if opts.Lte != nil {
-		s.hi = *opts.Lte
+		s.hi = min(s.hi, *opts.Lte)
 	}
 	if opts.Lt != nil {
-		s.hi = *opts.Lt - 1
+		if *opts.Lt <= 0 {
+			empty = true
+		} else {
+			s.hi = min(s.hi, *opts.Lt-1)
+		}
 	}
-	if s.lo < 0 {
-		s.lo = 0
-	}
+	since, _, closed := db.changedState()
+	s.since = since
 	switch {
 	case opts.Reverse && opts.Live:
 		s.finish(errors.New("flume: stream: Reverse and Live cannot be combined"))
 	case opts.Limit < 0:
 		s.finish(fmt.Errorf("flume: stream: negative limit %d", opts.Limit))
+	case closed:
+		s.finish(ErrClosed)
+	case empty || s.lo > s.hi:
+		s.finish(nil)
 	case opts.Reverse:
-		s.next = min(s.hi, db.Since())
+		if opts.SkipOld {
+			s.finish(nil)
+		}
+		s.next = min(s.hi, since)
 	default:
 		s.next = s.lo
 		if opts.SkipOld {
-			s.next = max(s.lo, db.Since()+1)
+			s.next = max(s.lo, since+1)
+		}
+		if !opts.Live {
+			// A snapshot: the range ends where the log ended at open.
+			s.hi = min(s.hi, since)
 		}
 	}
 	return s
 }
 
 // Next advances to the next entry, waiting for one on a live stream. It
-// returns false at the end of the range, on error or when ctx ends.
+// returns false at the end of the range, at Limit, on error, when ctx ends
+// or when the DB closes.
 func (s *Stream) Next() bool {
 	if s.done {
 		return false
 	}
 	if s.opts.Limit > 0 && s.count >= s.opts.Limit {
 		return s.finish(nil)
+	}
+	if s.polls++; s.polls >= ctxCheckEvery {
+		s.polls = 0
+		if err := s.ctx.Err(); err != nil {
+			return s.finish(err)
+		}
 	}
 	if s.opts.Reverse {
 		return s.nextReverse()
@@ -105,52 +148,48 @@ func (s *Stream) Next() bool {
 		if s.next > s.hi {
 			return s.finish(nil)
 		}
-		since, ch := s.db.Changed()
-		if s.next <= since {
-			if s.it == nil {
-				s.it = s.db.log.Iter(s.next)
+		if s.next > s.since {
+			since, ch, closed := s.db.changedState()
+			if closed {
+				return s.finish(ErrClosed)
 			}
-			if s.it.Next() {
-				e := s.it.Entry()
-				if e.Seq != s.next {
-					return s.finish(fmt.Errorf("flume: stream: log returned seq %d, expected %d", e.Seq, s.next))
+			s.since = since
+			if s.next > since {
+				if !s.opts.Live {
+					return s.finish(nil)
 				}
-				s.cur = e
-				s.next++
-				s.count++
-				return true
-			}
-			if err := s.it.Err(); err != nil {
-				return s.finish(err)
-			}
-			// The iterator stopped at the end it saw when it was made;
-			// make a fresh one that sees the published entries.
-			s.it.Close()
-			s.it = s.db.log.Iter(s.next)
-			if s.it.Next() {
-				s.cur = s.it.Entry()
-				if s.cur.Seq != s.next {
-					return s.finish(fmt.Errorf("flume: stream: log returned seq %d, expected %d", s.cur.Seq, s.next))
+				select {
+				case <-ch:
+				case <-s.ctx.Done():
+					return s.finish(s.ctx.Err())
 				}
-				s.next++
-				s.count++
-				return true
+				continue
 			}
-			if err := s.it.Err(); err != nil {
-				return s.finish(err)
+		}
+		if s.it == nil {
+			s.it, s.fresh = s.db.log.Iter(s.next), true
+		}
+		if s.it.Next() {
+			e := s.it.Entry()
+			if e.Seq != s.next {
+				return s.finish(fmt.Errorf("flume: stream: log returned seq %d, expected %d", e.Seq, s.next))
 			}
+			s.cur, s.fresh = e, false
+			s.next++
+			s.count++
+			return true
+		}
+		if err := s.it.Err(); err != nil {
+			return s.finish(s.wrap(err))
+		}
+		if s.fresh {
+			// A new iterator found nothing at a published seq.
 			return s.finish(fmt.Errorf("flume: stream: log ends before published seq %d", s.next))
 		}
-		if !s.opts.Live {
-			return s.finish(nil)
-		}
-		select {
-		case <-ch:
-		case <-s.ctx.Done():
-			return s.finish(s.ctx.Err())
-		case <-s.db.closedCh:
-			return s.finish(ErrClosed)
-		}
+		// The iterator stopped at the end it saw when it was made; a fresh
+		// one sees what was published since.
+		s.it.Close()
+		s.it = nil
 	}
 }
 
@@ -158,12 +197,9 @@ func (s *Stream) nextReverse() bool {
 	if s.next < s.lo {
 		return s.finish(nil)
 	}
-	if err := s.ctx.Err(); err != nil {
-		return s.finish(err)
-	}
 	e, err := s.db.log.Entry(s.next)
 	if err != nil {
-		return s.finish(err)
+		return s.finish(s.wrap(err))
 	}
 	s.cur = e
 	s.next--
@@ -171,26 +207,37 @@ func (s *Stream) nextReverse() bool {
 	return true
 }
 
+func (s *Stream) wrap(err error) error {
+	if errors.Is(err, ErrClosed) {
+		return ErrClosed
+	}
+	return fmt.Errorf("flume: stream at seq %d: %w", s.next, err)
+}
+
 func (s *Stream) finish(err error) bool {
 	if !s.done {
 		s.done, s.err = true, err
 		if s.it != nil {
-			if cerr := s.it.Close(); s.err == nil {
+			if cerr := s.it.Close(); s.err == nil && cerr != nil && !errors.Is(cerr, ErrClosed) {
 				s.err = cerr
 			}
 			s.it = nil
 		}
+		s.cur = Entry{}
 	}
 	return false
 }
 
-// Entry is the current entry. Its Data is valid until the next call to Next.
+// Entry is the current entry. Its Data is valid until the next call to Next
+// or Close; copy it to keep it.
 func (s *Stream) Entry() Entry { return s.cur }
 
-// Err returns the error that ended the stream, nil at a normal end.
+// Err returns the error that ended the stream, nil at a normal end (range
+// exhausted, Limit reached, or Close called by the user).
 func (s *Stream) Err() error { return s.err }
 
-// Close releases the stream. It is safe to call more than once.
+// Close releases the stream (its log iterator). It is safe to call more
+// than once, and Next returns false afterwards.
 func (s *Stream) Close() error {
 	s.finish(nil)
 	return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 )
 
 // View is state derived from the log (flumedb's view). A DB feeds each view
@@ -11,45 +12,76 @@ import (
 // and live as the log grows. A view persists its state and its since
 // together and atomically, so that after a crash it resumes exactly.
 //
+// The DB calls Open, then Since/Reset, then Apply from one goroutine at a
+// time, and Close last; a view's own read methods may run concurrently with
+// Apply and must synchronise with it.
+//
 // Implementations: views.Reduce, views.Index.
 type View interface {
 	// Open is called once by DB.Use before any other method. The host lets
-	// the view's read methods wait for read-your-writes (host.Sync).
+	// the view's read methods wait for read-your-writes (host.Sync). Open
+	// must not wait on the host: the feed starts after Open returns.
 	Open(host ViewHost) error
-	// Since is the seq of the last entry the view has applied and
-	// persisted, -1 for none.
+	// Since is the seq of the last entry the view has applied, -1 for none.
 	Since() int64
 	// Apply folds entries into the view. entries[0].Seq == Since()+1 and the
 	// seqs are dense. Entry data is valid only during the call. The view's
-	// Since is entries[len-1].Seq once Apply returns nil.
+	// Since is entries[len-1].Seq once Apply returns nil. An error stops the
+	// view's feed for good (ViewHost.Err, Sync return it).
 	Apply(entries []Entry) error
 	// Reset drops the view's state (Since becomes -1) so it can be rebuilt
 	// from the start of the log. The DB calls it when the view is ahead of
-	// its log. A view whose stored format version changed resets itself in
-	// Open.
+	// its log or (for a ChainView) holds another history. A view whose
+	// stored format version changed resets itself in Open.
 	Reset() error
-	// Close releases the view. The DB calls it on Close.
+	// Close releases the view, persisting what it has applied. The DB calls
+	// it on Close, after the feed has stopped.
 	Close() error
 }
 
-// ViewHost is the DB side of a view, handed to View.Open.
+// ChainView is an optional interface for views that also record the chain
+// hash of the last entry they applied (Entry.Hash of entries[len-1]). Use
+// compares it with the log's hash at the view's Since and rebuilds a view
+// whose history is not the log's (the log was replaced or truncated and
+// rewritten), which Since alone cannot detect.
+type ChainView interface {
+	View
+	// SinceHash is the chain hash of entry Since(); ignored when Since is -1.
+	SinceHash() Hash
+}
+
+// ViewHost is the DB side of a view, handed to View.Open. Its methods are
+// safe for concurrent use.
 type ViewHost interface {
-	// Sync blocks until the view has applied every entry that was in the log
-	// when Sync was called (read-your-writes), ctx ends, or the DB closes.
+	// Sync blocks until the view has applied every entry that was published
+	// when Sync was called (read-your-writes), ctx ends, the view's feed
+	// fails (its error), or the DB closes (ErrClosed).
 	Sync(ctx context.Context) error
-	// Since is the log's published since.
+	// SyncTo is Sync with an explicit target: it waits until the view has
+	// applied seq. Waiters with any targets in any order are each released
+	// as soon as the view reaches theirs.
+	SyncTo(ctx context.Context, seq int64) error
+	// LogSince is the log's published since.
 	LogSince() int64
 	// Changed is DB.Changed: the log's since and a channel closed when it
 	// changes, for views that serve live queries.
 	Changed() (since int64, ch <-chan struct{})
 	// Err is the error that stopped the view's feed, if any.
 	Err() error
+	// DB is the database the view is attached to, for views that read
+	// entries back (index queries returning values, live queries).
+	DB() *DB
+	// Logger is the DB's logger.
+	Logger() *slog.Logger
 }
 
 // ViewBatch bounds how many entries a view is fed per Apply call.
 const ViewBatch = 4096
 
-var errViewClosed = errors.New("flume: view closed")
+// viewBatchBytes bounds the payload bytes of one Apply batch (at least one
+// entry is always fed), so that feeding views uses bounded memory whatever
+// the entry sizes.
+const viewBatchBytes = 4 << 20
 
 // viewRunner feeds one view and tracks its progress for Sync waiters.
 type viewRunner struct {
@@ -57,16 +89,23 @@ type viewRunner struct {
 	name string
 	v    View
 
-	// progress guarded by db.mu: since applied and a channel closed on change
+	// Progress, guarded by db.mu. changed is closed and replaced when done
+	// grows or err is set, if someone took it (taken).
 	done    int64
 	changed chan struct{}
+	taken   bool
 	err     error
+	started bool // Use completed: close() must close the view
 }
 
 // Use attaches view under name and starts feeding it from its Since()+1,
 // catching up with the log in the background and then following it live.
-// A view that is ahead of the log (its log was replaced or truncated) is
-// Reset and rebuilt. It returns the view's host; view read methods use it.
+// A view that is ahead of the log (its log was replaced or truncated), or a
+// ChainView whose hash at its Since differs from the log's, is Reset and
+// rebuilt. Use returns once the view is open and its feed started; use the
+// view's own read methods (which wait through ViewHost.Sync) to see it
+// caught up. The DB closes the view on Close; if Use fails the view is not
+// left open by the DB.
 func (db *DB) Use(name string, v View) error {
 	db.mu.Lock()
 	if db.mu.closed {
@@ -77,31 +116,66 @@ func (db *DB) Use(name string, v View) error {
 		db.mu.Unlock()
 		return fmt.Errorf("flume: a view named %q is already in use", name)
 	}
-	r := &viewRunner{db: db, name: name, v: v, changed: make(chan struct{})}
+	r := &viewRunner{db: db, name: name, v: v, done: -1, changed: make(chan struct{})}
 	db.mu.views[name] = r
+	// Counted from here, under mu, so that Close (which sets closed under
+	// mu, then waits) waits for this Use and its feeder.
+	db.wg.Add(1)
 	db.mu.Unlock()
 
-	fail := func(err error) error {
+	fail := func(err error, closeView bool) error {
+		if closeView {
+			v.Close()
+		}
 		db.mu.Lock()
 		delete(db.mu.views, name)
 		db.mu.Unlock()
+		db.wg.Done()
 		return err
 	}
 	if err := v.Open(r); err != nil {
-		return fail(fmt.Errorf("flume: open view %q: %w", name, err))
+		return fail(fmt.Errorf("flume: open view %q: %w", name, err), false)
 	}
-	if s := v.Since(); s > db.Since() {
-		db.opts.Logger.Warn("view is ahead of its log; rebuilding", "view", name, "view_since", s, "log_since", db.Since())
-		if err := v.Reset(); err != nil {
-			v.Close()
-			return fail(fmt.Errorf("flume: reset view %q: %w", name, err))
-		}
+	if err := db.checkViewHistory(name, v); err != nil {
+		return fail(err, true)
 	}
 	db.mu.Lock()
 	r.done = v.Since()
+	r.started = true
 	db.mu.Unlock()
-	db.wg.Add(1)
 	go r.run()
+	return nil
+}
+
+// checkViewHistory resets v if it is ahead of the log or, for a ChainView,
+// on another history.
+func (db *DB) checkViewHistory(name string, v View) error {
+	s, logSince := v.Since(), db.Since()
+	reason := ""
+	switch {
+	case s > logSince:
+		reason = "view is ahead of its log"
+	case s >= 0:
+		if cv, ok := v.(ChainView); ok {
+			e, err := db.log.Entry(s)
+			if err != nil {
+				return fmt.Errorf("flume: view %q: read log entry %d: %w", name, s, err)
+			}
+			if e.Hash != cv.SinceHash() {
+				reason = "view's chain hash differs from the log's"
+			}
+		}
+	}
+	if reason == "" {
+		return nil
+	}
+	db.opts.Logger.Warn(reason+"; rebuilding", "view", name, "view_since", s, "log_since", logSince)
+	if err := v.Reset(); err != nil {
+		return fmt.Errorf("flume: reset view %q: %w", name, err)
+	}
+	if s := v.Since(); s != -1 {
+		return fmt.Errorf("flume: view %q: Since is %d after Reset, want -1", name, s)
+	}
 	return nil
 }
 
@@ -115,91 +189,139 @@ func (db *DB) View(name string) View {
 	return nil
 }
 
-// run feeds the view until the DB closes or Apply fails. It exits when
-// db.closedCh is closed.
+// run feeds the view until the DB closes or feeding fails. It exits when
+// db.closedCh is closed (checked between batches and while waiting) or after
+// recording an error.
 func (r *viewRunner) run() {
 	defer r.db.wg.Done()
-	batch := make([]Entry, 0, 256)
+	var (
+		batch []Entry
+		offs  []int  // payload offsets of batch entries in arena
+		arena []byte // batch payloads, copied: iterator data is valid only until Next
+		it    Iterator
+		fresh bool
+	)
+	defer func() {
+		if it != nil {
+			it.Close()
+		}
+	}()
+	r.db.mu.Lock()
+	next := r.done + 1
+	r.db.mu.Unlock()
+	since := int64(-1)
 	for {
-		r.db.mu.Lock()
-		next := r.done + 1
-		r.db.mu.Unlock()
-		since, ch := r.db.Changed()
 		if next > since {
-			select {
-			case <-ch:
-				continue
-			case <-r.db.closedCh:
+			s, ch, closed := r.db.changedState()
+			if closed {
 				return
 			}
+			since = s
+			if next > since {
+				<-ch // closed by a publish or by Close
+				continue
+			}
 		}
-		it := r.db.log.Iter(next)
-		for next <= since {
-			batch = batch[:0]
-			for len(batch) < ViewBatch && next <= since && it.Next() {
-				e := it.Entry()
-				if e.Seq != next {
-					it.Close()
-					r.fail(fmt.Errorf("flume: view %q: log iterator returned seq %d, expected %d", r.name, e.Seq, next))
+		select {
+		case <-r.db.closedCh:
+			return
+		default:
+		}
+		if it == nil {
+			it, fresh = r.db.log.Iter(next), true
+		}
+		batch, offs, arena = batch[:0], offs[:0], arena[:0]
+		for len(batch) < ViewBatch && next <= since && len(arena) < viewBatchBytes && it.Next() {
+			e := it.Entry()
+			if e.Seq != next {
+				r.fail(fmt.Errorf("flume: view %q: log iterator returned seq %d, expected %d", r.name, e.Seq, next))
+				return
+			}
+			offs = append(offs, len(arena))
+			arena = append(arena, e.Data...)
+			batch = append(batch, e)
+			next++
+		}
+		if len(batch) == 0 {
+			if err := it.Err(); err != nil {
+				if errors.Is(err, ErrClosed) {
 					return
 				}
-				batch = append(batch, e)
-				next++
-			}
-			if len(batch) == 0 {
-				err := it.Err()
-				if err == nil {
-					err = fmt.Errorf("flume: view %q: log ended at %d before published since %d", r.name, next-1, since)
-				}
-				it.Close()
-				r.fail(err)
+				r.fail(fmt.Errorf("flume: view %q: read log at %d: %w", r.name, next, err))
 				return
 			}
-			if err := r.v.Apply(batch); err != nil {
-				it.Close()
-				r.fail(fmt.Errorf("flume: view %q: apply %d..%d: %w", r.name, batch[0].Seq, batch[len(batch)-1].Seq, err))
+			if fresh {
+				r.fail(fmt.Errorf("flume: view %q: log ends before published seq %d", r.name, next))
 				return
 			}
-			r.db.mu.Lock()
-			r.done = batch[len(batch)-1].Seq
-			close(r.changed)
-			r.changed = make(chan struct{})
-			r.db.mu.Unlock()
-			select {
-			case <-r.db.closedCh:
-				it.Close()
-				return
-			default:
-			}
+			// The iterator reached the end it saw when made.
+			it.Close()
+			it = nil
+			continue
 		}
-		it.Close()
+		fresh = false
+		for i := range batch {
+			end := len(arena)
+			if i+1 < len(offs) {
+				end = offs[i+1]
+			}
+			batch[i].Data = arena[offs[i]:end:end]
+		}
+		if err := r.v.Apply(batch); err != nil {
+			r.fail(fmt.Errorf("flume: view %q: apply %d..%d: %w", r.name, batch[0].Seq, batch[len(batch)-1].Seq, err))
+			return
+		}
+		clear(batch) // drop references to payloads before the next batch
+		if cap(arena) > 4*viewBatchBytes {
+			arena = nil // one huge entry: don't keep its buffer
+		}
+		r.advance(next - 1)
+	}
+}
+
+func (r *viewRunner) advance(done int64) {
+	r.db.mu.Lock()
+	defer r.db.mu.Unlock()
+	r.done = done
+	r.wakeLocked()
+}
+
+func (r *viewRunner) wakeLocked() {
+	if r.taken {
+		close(r.changed)
+		r.changed = make(chan struct{})
+		r.taken = false
 	}
 }
 
 func (r *viewRunner) fail(err error) {
 	r.db.opts.Logger.Error("view stopped", "view", r.name, "err", err)
 	r.db.mu.Lock()
+	defer r.db.mu.Unlock()
 	r.err = err
-	close(r.changed)
-	r.changed = make(chan struct{})
-	r.db.mu.Unlock()
+	r.wakeLocked()
 }
 
 // Sync implements ViewHost.
 func (r *viewRunner) Sync(ctx context.Context) error {
-	target := r.db.Since()
+	return r.SyncTo(ctx, r.db.Since())
+}
+
+// SyncTo implements ViewHost.
+func (r *viewRunner) SyncTo(ctx context.Context, target int64) error {
 	for {
 		r.db.mu.Lock()
-		done, ch, err, closed := r.done, r.changed, r.err, r.db.mu.closed
+		done, err, closed := r.done, r.err, r.db.mu.closed
+		ch := r.changed
+		r.taken = true
 		r.db.mu.Unlock()
-		if done >= target {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		if closed {
+		switch {
+		case closed:
 			return ErrClosed
+		case done >= target:
+			return nil
+		case err != nil:
+			return err
 		}
 		select {
 		case <-ch:
@@ -224,4 +346,18 @@ func (r *viewRunner) Err() error {
 	return r.err
 }
 
-func (r *viewRunner) close() error { return r.v.Close() }
+// DB implements ViewHost.
+func (r *viewRunner) DB() *DB { return r.db }
+
+// Logger implements ViewHost.
+func (r *viewRunner) Logger() *slog.Logger { return r.db.opts.Logger }
+
+func (r *viewRunner) close() error {
+	r.db.mu.Lock()
+	started := r.started
+	r.db.mu.Unlock()
+	if !started {
+		return nil
+	}
+	return r.v.Close()
+}
