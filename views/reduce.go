@@ -1,0 +1,398 @@
+package views
+
+import (
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/flume-go/flume"
+)
+
+// ReduceFunc folds one entry into the state and returns the new state. It is
+// called in seq order from one goroutine. e.Data is valid only during the
+// call. It may update a map or slice state in place, but then readers must
+// use Reduce.Read, not Get (see Get). On error it must leave state as it
+// was: the view stops at the entry before e and the DB reports the error.
+type ReduceFunc[S any] func(state S, e flume.Entry) (S, error)
+
+// StateCodec encodes a reduce view's state for its file.
+type StateCodec[S any] interface {
+	Marshal(state S) ([]byte, error)
+	Unmarshal(data []byte) (S, error)
+}
+
+// JSONCodec is the default StateCodec: encoding/json.
+type JSONCodec[S any] struct{}
+
+// Marshal implements StateCodec.
+func (JSONCodec[S]) Marshal(s S) ([]byte, error) { return json.Marshal(s) }
+
+// Unmarshal implements StateCodec.
+func (JSONCodec[S]) Unmarshal(b []byte) (S, error) {
+	var s S
+	err := json.Unmarshal(b, &s)
+	return s, err
+}
+
+// ReduceOptions tune a reduce view; nil means defaults.
+type ReduceOptions[S any] struct {
+	// Codec encodes the state for the file. Default JSONCodec.
+	Codec StateCodec[S]
+	// SaveInterval is the least time between two saves of the state while
+	// the view is being fed. Default 1s: a save rewrites the whole state
+	// and costs a few fsyncs, so saving per batch would make a large state's
+	// build quadratic; what was not saved is simply re-applied from the log
+	// after a crash. Negative saves after every Apply batch. The state is
+	// always saved on Close and by Save.
+	SaveInterval time.Duration
+}
+
+// Reduce is a view that folds every entry of the log into one state value
+// of type S (flumedb's flumeview-reduce). Its state and since are saved
+// together in one file, atomically (written to a temp file, fsynced,
+// renamed over the old one, directory fsynced), with a CRC and the
+// version string. Create it with NewReduce and attach it with DB.Use.
+type Reduce[S any] struct {
+	path, version string
+	initial       func() S
+	fn            ReduceFunc[S]
+	codec         StateCodec[S]
+	saveInterval  time.Duration
+
+	mu     sync.RWMutex // guards the fields below; Apply holds it to fold
+	state  S
+	since  int64
+	hash   flume.Hash // chain hash of entry since
+	host   flume.ViewHost
+	closed bool
+
+	// saveMu serialises saves; it guards saved, lastSave and saveErr.
+	saveMu   sync.Mutex
+	saved    int64 // since of the state in the file (-2: unknown, save on Close)
+	lastSave time.Time
+	saveErr  error // last save error, returned by Close if not cleared
+	logger   *slog.Logger
+}
+
+var _ flume.ChainView = (*Reduce[int])(nil)
+
+// NewReduce returns a reduce view persisted at path ("" keeps the state in
+// memory only: it is rebuilt from the log each time it is used). version
+// names the reducer's logic and the state's format: when it differs from
+// the version in the file, the view is rebuilt from the start of the log.
+// initial returns the empty state (nil: the zero value of S); it is called
+// again on every rebuild, so it must return a fresh value.
+func NewReduce[S any](path, version string, initial func() S, fn ReduceFunc[S], opts *ReduceOptions[S]) *Reduce[S] {
+	if initial == nil {
+		initial = func() S { var s S; return s }
+	}
+	r := &Reduce[S]{path: path, version: version, initial: initial, fn: fn, codec: JSONCodec[S]{},
+		saveInterval: time.Second, since: -1, saved: -1, logger: slog.New(slog.DiscardHandler)}
+	if opts != nil {
+		if opts.Codec != nil {
+			r.codec = opts.Codec
+		}
+		if opts.SaveInterval != 0 {
+			r.saveInterval = opts.SaveInterval
+		}
+	}
+	r.state = initial()
+	return r
+}
+
+// Open implements flume.View: it loads the saved state. A missing file is an
+// empty view; a file of another version, or one that fails its CRC or does
+// not decode, is discarded (with a warning) and the view rebuilt: the state
+// is derived data and the log can always rebuild it.
+func (r *Reduce[S]) Open(host flume.ViewHost) error {
+	if r.fn == nil {
+		return errors.New("views: reduce: nil ReduceFunc")
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.host != nil {
+		return errors.New("views: reduce: view is already open")
+	}
+	r.host = host
+	r.logger = host.Logger()
+	r.lastSave = time.Now()
+	if r.path == "" {
+		return nil
+	}
+	b, err := os.ReadFile(r.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("views: reduce: %w", err)
+	}
+	f, err := decodeReduceFile(b)
+	if err != nil {
+		r.logger.Warn("views: reduce: discarding unreadable state file; rebuilding", "path", r.path, "err", err)
+		r.saved = -2
+		return nil
+	}
+	if f.version != r.version {
+		r.logger.Info("views: reduce: version changed; rebuilding", "path", r.path, "old", f.version, "new", r.version)
+		r.saved = -2
+		return nil
+	}
+	st, err := r.codec.Unmarshal(f.state)
+	if err != nil {
+		r.logger.Warn("views: reduce: discarding state that does not decode; rebuilding", "path", r.path, "err", err)
+		r.saved = -2
+		return nil
+	}
+	r.state, r.since, r.hash, r.saved = st, f.since, f.hash, f.since
+	return nil
+}
+
+// Since implements flume.View.
+func (r *Reduce[S]) Since() int64 {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.since
+}
+
+// SinceHash implements flume.ChainView.
+func (r *Reduce[S]) SinceHash() flume.Hash {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	return r.hash
+}
+
+// Apply implements flume.View: it folds the batch under the write lock, then
+// saves the state if SaveInterval has passed.
+func (r *Reduce[S]) Apply(entries []flume.Entry) error {
+	r.mu.Lock()
+	st, n := r.state, 0
+	var err error
+	for _, e := range entries {
+		var ns S
+		if ns, err = r.fn(st, e); err != nil {
+			break
+		}
+		st = ns
+		n++
+	}
+	if n > 0 {
+		r.state, r.since, r.hash = st, entries[n-1].Seq, entries[n-1].Hash
+	}
+	r.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("views: reduce: entry %d: %w", entries[n].Seq, err)
+	}
+	if r.path != "" && (r.saveInterval < 0 || time.Since(r.lastSave) >= r.saveInterval) {
+		if err := r.save(); err != nil {
+			// Keep serving from memory; the next batch retries and Close
+			// reports the error. The log still holds everything.
+			r.logger.Warn("views: reduce: save failed; will retry", "path", r.path, "err", err)
+		}
+	}
+	return nil
+}
+
+// Reset implements flume.View: the state becomes initial() and Since -1.
+// The file is rewritten at the next save; until then it still holds an
+// older state that Open would detect again (ahead, other history or version).
+func (r *Reduce[S]) Reset() error {
+	// Lock order: saveMu before mu, as in save.
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.state, r.since, r.hash, r.saved = r.initial(), -1, flume.Hash{}, -2
+	return nil
+}
+
+// Get waits until the view has applied every entry published when Get was
+// called (read-your-writes), or ctx ends, then returns the state. The value
+// is shared with the view: if S holds maps, slices or pointers that the
+// ReduceFunc updates in place, read it through Read instead, or make the
+// ReduceFunc copy on write.
+func (r *Reduce[S]) Get(ctx context.Context) (S, error) {
+	var out S
+	err := r.Read(ctx, func(s S) error { out = s; return nil })
+	return out, err
+}
+
+// Read is Get that calls fn with the state while holding the view's read
+// lock, so fn may read a state that the ReduceFunc updates in place. fn must
+// not keep references into the state or call back into the view.
+func (r *Reduce[S]) Read(ctx context.Context, fn func(state S) error) error {
+	r.mu.RLock()
+	host, closed := r.host, r.closed
+	r.mu.RUnlock()
+	if closed {
+		return fmt.Errorf("views: reduce: %w", flume.ErrClosed)
+	}
+	if host == nil {
+		return errors.New("views: reduce: view is not attached to a DB (call DB.Use)")
+	}
+	if err := host.Sync(ctx); err != nil {
+		return fmt.Errorf("views: reduce: %w", err)
+	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	if r.closed {
+		return fmt.Errorf("views: reduce: %w", flume.ErrClosed)
+	}
+	return fn(r.state)
+}
+
+// Save writes the state and its since to the file now, if they changed
+// since the last save. It is safe to call concurrently with the feed.
+func (r *Reduce[S]) Save() error {
+	if r.path == "" {
+		return nil
+	}
+	return r.save()
+}
+
+func (r *Reduce[S]) save() error {
+	r.saveMu.Lock()
+	defer r.saveMu.Unlock()
+	r.mu.RLock()
+	since, hash := r.since, r.hash
+	if since == r.saved {
+		r.mu.RUnlock()
+		return nil
+	}
+	// Encode under the read lock: Apply, the only writer, waits, and the
+	// state is consistent with since.
+	st, err := r.codec.Marshal(r.state)
+	r.mu.RUnlock()
+	if err != nil {
+		r.saveErr = fmt.Errorf("views: reduce: encode state at %d: %w", since, err)
+		return r.saveErr
+	}
+	b := appendReduceFile(nil, reduceFile{version: r.version, since: since, hash: hash, state: st})
+	if err := writeFileAtomic(r.path, b); err != nil {
+		r.saveErr = fmt.Errorf("views: reduce: save: %w", err)
+		return r.saveErr
+	}
+	r.saved, r.lastSave, r.saveErr = since, time.Now(), nil
+	return nil
+}
+
+// Close implements flume.View: it saves the state if it changed and makes
+// later reads return ErrClosed.
+func (r *Reduce[S]) Close() error {
+	err := r.Save()
+	r.mu.Lock()
+	r.closed = true
+	r.mu.Unlock()
+	return err
+}
+
+// writeFileAtomic replaces path with b so that a crash leaves either the old
+// or the new content: temp file, fsync, rename, fsync of the directory
+// (without the last step the rename itself may be lost).
+func writeFileAtomic(path string, b []byte) error {
+	dir := filepath.Dir(path)
+	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(tmp)
+		}
+	}()
+	if _, err := f.Write(b); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return err
+	}
+	ok = true
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
+}
+
+// The reduce state file:
+//
+//	offset  size  field
+//	0       8     magic "flumeRV1"
+//	8       4     CRC32C (Castagnoli) of bytes [12, end)
+//	12      8     since (int64, little endian)
+//	20      32    chain hash of entry since
+//	52      4     version length V (uint32)
+//	56      V     version
+//	56+V    8     state length N (uint64)
+//	64+V    N     state, encoded by the StateCodec
+const reduceMagic = "flumeRV1"
+
+type reduceFile struct {
+	version string
+	since   int64
+	hash    flume.Hash
+	state   []byte
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+func appendReduceFile(dst []byte, f reduceFile) []byte {
+	n := len(dst)
+	dst = append(dst, reduceMagic...)
+	dst = binary.LittleEndian.AppendUint32(dst, 0)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(f.since))
+	dst = append(dst, f.hash[:]...)
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(f.version)))
+	dst = append(dst, f.version...)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(len(f.state)))
+	dst = append(dst, f.state...)
+	binary.LittleEndian.PutUint32(dst[n+8:], crc32.Checksum(dst[n+12:], castagnoli))
+	return dst
+}
+
+// decodeReduceFile decodes a state file. The state aliases b. Any damage is
+// an error; it never panics (FuzzDecodeReduceFile).
+func decodeReduceFile(b []byte) (reduceFile, error) {
+	var f reduceFile
+	if len(b) < 64 || string(b[:8]) != reduceMagic {
+		return f, errors.New("views: reduce: not a state file (bad magic or too short)")
+	}
+	if got, want := binary.LittleEndian.Uint32(b[8:]), crc32.Checksum(b[12:], castagnoli); got != want {
+		return f, fmt.Errorf("views: reduce: state file checksum mismatch: stored %08x, computed %08x", got, want)
+	}
+	f.since = int64(binary.LittleEndian.Uint64(b[12:]))
+	copy(f.hash[:], b[20:52])
+	v := uint64(binary.LittleEndian.Uint32(b[52:]))
+	if v > uint64(len(b)-64) {
+		return f, fmt.Errorf("views: reduce: version length %d exceeds the file", v)
+	}
+	f.version = string(b[56 : 56+v])
+	rest := b[56+v:]
+	n := binary.LittleEndian.Uint64(rest)
+	if n != uint64(len(rest)-8) {
+		return f, fmt.Errorf("views: reduce: state length %d, file holds %d", n, len(rest)-8)
+	}
+	f.state = rest[8:]
+	if f.since < -1 {
+		return f, fmt.Errorf("views: reduce: bad since %d", f.since)
+	}
+	return f, nil
+}
