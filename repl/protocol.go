@@ -1,0 +1,651 @@
+package repl
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/flume-go/flume"
+)
+
+// Wire format (docs/protocol.md is the full description).
+//
+// Each direction of a connection starts with an 8-byte preamble:
+//
+//	"FLRP" | version uint16 LE | reserved uint16 (0)
+//
+// followed by messages:
+//
+//	length uint32 LE (of type+body) | type uint8 | body
+//
+// Integers are little endian; seqs are int64; strings are a uint16 length
+// followed by UTF-8 bytes.
+const (
+	// Version is the protocol version this package speaks. A peer with a
+	// different version is refused with ErrVersion on both sides.
+	Version uint16 = 1
+
+	preambleSize = 8
+	// maxPreAuthMessage bounds a message before authentication succeeded,
+	// so an unauthenticated peer cannot make us allocate much.
+	maxPreAuthMessage = 4 << 10
+	// maxMessage bounds any message: one maximal entry frame plus the batch
+	// header, with room to spare.
+	maxMessage = flume.MaxEntrySize + flume.FrameHeaderSize + 1024
+	// batchHeaderSize is the fixed part of an Entries message body.
+	batchHeaderSize = 8 + 8 + 4
+	nonceSize       = 32
+	macSize         = 32
+	positionSize    = 16 + 8 + 8 + 32
+	maxStringLen    = 1024
+)
+
+var magic = [4]byte{'F', 'L', 'R', 'P'}
+
+// MsgType identifies a message. Values are stable and append-only.
+type MsgType uint8
+
+// Message types.
+const (
+	MsgAuthInit      MsgType = 1 // follower → primary: nonce, flags
+	MsgAuthChallenge MsgType = 2 // primary → follower: flags, nonce, proof
+	MsgAuthProof     MsgType = 3 // follower → primary: proof
+	MsgHello         MsgType = 4 // both: position and identity
+	MsgAccept        MsgType = 5 // primary → follower: streaming starts at From
+	MsgError         MsgType = 6 // either: refusal or failure, then close
+	MsgEntries       MsgType = 7 // primary → follower: a batch of entry frames
+	MsgAck           MsgType = 8 // follower → primary: durable and received seqs
+	MsgHeartbeat     MsgType = 9 // both: liveness, and the sender's head
+)
+
+func (t MsgType) String() string {
+	switch t {
+	case MsgAuthInit:
+		return "AuthInit"
+	case MsgAuthChallenge:
+		return "AuthChallenge"
+	case MsgAuthProof:
+		return "AuthProof"
+	case MsgHello:
+		return "Hello"
+	case MsgAccept:
+		return "Accept"
+	case MsgError:
+		return "Error"
+	case MsgEntries:
+		return "Entries"
+	case MsgAck:
+		return "Ack"
+	case MsgHeartbeat:
+		return "Heartbeat"
+	}
+	return fmt.Sprintf("MsgType(%d)", uint8(t))
+}
+
+// Role is the part a node plays on a replication connection.
+type Role uint8
+
+// Roles.
+const (
+	RolePrimary  Role = 1
+	RoleFollower Role = 2
+)
+
+func (r Role) String() string {
+	switch r {
+	case RolePrimary:
+		return "primary"
+	case RoleFollower:
+		return "follower"
+	}
+	return fmt.Sprintf("role(%d)", uint8(r))
+}
+
+// Position identifies a point in a log's history: the log's ID and epoch,
+// a seq and the chain hash at that seq.
+type Position struct {
+	LogID flume.LogID
+	Epoch uint64
+	Since int64
+	Hash  flume.Hash
+}
+
+func (p Position) String() string {
+	if p.LogID.IsZero() && p.Since == 0 && p.Hash == (flume.Hash{}) {
+		return "unknown position"
+	}
+	return fmt.Sprintf("log %s since %d hash %s", p.LogID.String()[:8], p.Since, p.Hash.Short())
+}
+
+// Hello is the handshake message: who the sender is and where its log ends.
+type Hello struct {
+	Version uint16
+	Role    Role
+	NodeID  string
+	LogID   flume.LogID
+	Epoch   uint64
+	Since   int64      // last seq, -1 when empty
+	Hash    flume.Hash // chain hash at Since (GenesisHash(LogID) when empty)
+
+	// Anchor is not sent. On the primary, the caller of decide fills it
+	// with the local hash at the remote's since (when that seq exists
+	// locally), so that decide stays a pure function.
+	Anchor *Position
+}
+
+// Position returns the Hello's position.
+func (h Hello) Position() Position {
+	return Position{LogID: h.LogID, Epoch: h.Epoch, Since: h.Since, Hash: h.Hash}
+}
+
+// authInit opens authentication (follower → primary).
+type authInit struct {
+	HasSecret bool
+	Nonce     [nonceSize]byte
+}
+
+// authChallenge answers it (primary → follower) and proves the primary
+// knows the secret (Proof is zero when it has none).
+type authChallenge struct {
+	HasSecret bool
+	Nonce     [nonceSize]byte
+	Proof     [macSize]byte
+}
+
+// authProof proves the follower knows the secret.
+type authProof struct {
+	Proof [macSize]byte
+}
+
+// accept tells the follower the handshake succeeded and the first seq the
+// primary will send.
+type accept struct {
+	From int64
+}
+
+// errorMsg carries a refusal or failure. Sender is the position of the node
+// that sends it, Receiver the position it saw for the other side.
+type errorMsg struct {
+	Code     Code
+	Sender   Position
+	Receiver Position
+	Message  string
+}
+
+// batch is an Entries message: frames of consecutive entries.
+type batch struct {
+	PrimarySince int64 // the primary's published since when it sent this
+	First        int64 // seq of the first frame
+	Count        uint32
+	Frames       []byte // Count concatenated entry frames
+}
+
+// ack reports the follower's progress.
+type ack struct {
+	Durable  int64 // last seq appended and durable per the follower log's policy
+	Received int64 // last seq received and verified (>= Durable)
+}
+
+// heartbeat keeps a quiet connection alive and reports the sender's head.
+type heartbeat struct {
+	Since    int64
+	UnixNano int64
+}
+
+// ---- encoding ----
+
+func appendPreamble(dst []byte, version uint16) []byte {
+	dst = append(dst, magic[:]...)
+	dst = binary.LittleEndian.AppendUint16(dst, version)
+	return binary.LittleEndian.AppendUint16(dst, 0)
+}
+
+// decodePreamble checks the magic and returns the peer's version.
+func decodePreamble(b []byte) (uint16, error) {
+	if len(b) != preambleSize {
+		return 0, protoErr("preamble has %d bytes, want %d", len(b), preambleSize)
+	}
+	if [4]byte(b[:4]) != magic {
+		return 0, protoErr("peer is not a flume replication peer (bad magic %q)", b[:4])
+	}
+	return binary.LittleEndian.Uint16(b[4:]), nil
+}
+
+// beginMsg starts a message of type t in dst; endMsg fills in its length.
+func beginMsg(dst []byte, t MsgType) ([]byte, int) {
+	start := len(dst)
+	dst = append(dst, 0, 0, 0, 0, byte(t))
+	return dst, start
+}
+
+func endMsg(dst []byte, start int) []byte {
+	binary.LittleEndian.PutUint32(dst[start:], uint32(len(dst)-start-4))
+	return dst
+}
+
+func appendString(dst []byte, s string) []byte {
+	if len(s) > maxStringLen {
+		s = s[:maxStringLen]
+	}
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(s)))
+	return append(dst, s...)
+}
+
+func appendPosition(dst []byte, p Position) []byte {
+	dst = append(dst, p.LogID[:]...)
+	dst = binary.LittleEndian.AppendUint64(dst, p.Epoch)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(p.Since))
+	return append(dst, p.Hash[:]...)
+}
+
+func boolByte(b bool) byte {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+func appendAuthInit(dst []byte, m authInit) []byte {
+	dst, s := beginMsg(dst, MsgAuthInit)
+	dst = append(dst, boolByte(m.HasSecret))
+	dst = append(dst, m.Nonce[:]...)
+	return endMsg(dst, s)
+}
+
+func appendAuthChallenge(dst []byte, m authChallenge) []byte {
+	dst, s := beginMsg(dst, MsgAuthChallenge)
+	dst = append(dst, boolByte(m.HasSecret))
+	dst = append(dst, m.Nonce[:]...)
+	dst = append(dst, m.Proof[:]...)
+	return endMsg(dst, s)
+}
+
+func appendAuthProof(dst []byte, m authProof) []byte {
+	dst, s := beginMsg(dst, MsgAuthProof)
+	dst = append(dst, m.Proof[:]...)
+	return endMsg(dst, s)
+}
+
+func appendHello(dst []byte, h Hello) []byte {
+	dst, s := beginMsg(dst, MsgHello)
+	dst = binary.LittleEndian.AppendUint16(dst, h.Version)
+	dst = append(dst, byte(h.Role), 0) // role, flags (reserved)
+	dst = appendPosition(dst, h.Position())
+	dst = appendString(dst, h.NodeID)
+	return endMsg(dst, s)
+}
+
+func appendAccept(dst []byte, m accept) []byte {
+	dst, s := beginMsg(dst, MsgAccept)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.From))
+	return endMsg(dst, s)
+}
+
+func appendError(dst []byte, m errorMsg) []byte {
+	dst, s := beginMsg(dst, MsgError)
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(m.Code))
+	dst = appendPosition(dst, m.Sender)
+	dst = appendPosition(dst, m.Receiver)
+	dst = appendString(dst, m.Message)
+	return endMsg(dst, s)
+}
+
+// appendBatchHeader starts an Entries message; the caller appends frames and
+// then calls finishBatch with the count.
+func appendBatchHeader(dst []byte, primarySince, first int64) ([]byte, int) {
+	dst, s := beginMsg(dst, MsgEntries)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(primarySince))
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(first))
+	dst = binary.LittleEndian.AppendUint32(dst, 0)
+	return dst, s
+}
+
+func finishBatch(dst []byte, start int, count uint32) []byte {
+	binary.LittleEndian.PutUint32(dst[start+5+16:], count)
+	return endMsg(dst, start)
+}
+
+func appendBatch(dst []byte, m batch) []byte {
+	dst, s := appendBatchHeader(dst, m.PrimarySince, m.First)
+	dst = append(dst, m.Frames...)
+	return finishBatch(dst, s, m.Count)
+}
+
+func appendAck(dst []byte, m ack) []byte {
+	dst, s := beginMsg(dst, MsgAck)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Durable))
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Received))
+	return endMsg(dst, s)
+}
+
+func appendHeartbeat(dst []byte, m heartbeat) []byte {
+	dst, s := beginMsg(dst, MsgHeartbeat)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Since))
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.UnixNano))
+	return endMsg(dst, s)
+}
+
+// ---- decoding ----
+
+// reader decodes fields from a message body; the first failure sticks.
+type reader struct {
+	b   []byte
+	err error
+	msg MsgType
+}
+
+func (r *reader) fail(what string) {
+	if r.err == nil {
+		r.err = protoErr("%s message: truncated %s", r.msg, what)
+	}
+}
+
+func (r *reader) bytes(n int, what string) []byte {
+	if r.err != nil {
+		return nil
+	}
+	if len(r.b) < n {
+		r.fail(what)
+		return nil
+	}
+	v := r.b[:n:n]
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) u8(what string) uint8 {
+	if b := r.bytes(1, what); b != nil {
+		return b[0]
+	}
+	return 0
+}
+
+func (r *reader) u16(what string) uint16 {
+	if b := r.bytes(2, what); b != nil {
+		return binary.LittleEndian.Uint16(b)
+	}
+	return 0
+}
+
+func (r *reader) u32(what string) uint32 {
+	if b := r.bytes(4, what); b != nil {
+		return binary.LittleEndian.Uint32(b)
+	}
+	return 0
+}
+
+func (r *reader) u64(what string) uint64 {
+	if b := r.bytes(8, what); b != nil {
+		return binary.LittleEndian.Uint64(b)
+	}
+	return 0
+}
+
+func (r *reader) seq(what string) int64 {
+	v := int64(r.u64(what))
+	if r.err == nil && v < -1 {
+		r.err = &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("%s message: %s %d is not a position (must be >= -1)", r.msg, what, v)}
+	}
+	return v
+}
+
+func (r *reader) boolean(what string) bool {
+	v := r.u8(what)
+	if r.err == nil && v > 1 {
+		r.err = protoErr("%s message: %s flag is %d, want 0 or 1", r.msg, what, v)
+	}
+	return v == 1
+}
+
+func (r *reader) str(what string) string {
+	n := int(r.u16(what + " length"))
+	if r.err == nil && n > maxStringLen {
+		r.err = protoErr("%s message: %s of %d bytes exceeds %d", r.msg, what, n, maxStringLen)
+		return ""
+	}
+	return string(r.bytes(n, what))
+}
+
+func (r *reader) position(what string) Position {
+	var p Position
+	copy(p.LogID[:], r.bytes(16, what+" log ID"))
+	p.Epoch = r.u64(what + " epoch")
+	p.Since = r.seq(what + " since")
+	copy(p.Hash[:], r.bytes(32, what+" hash"))
+	return p
+}
+
+func (r *reader) done() error {
+	if r.err == nil && len(r.b) != 0 {
+		r.err = protoErr("%s message: %d unexpected trailing bytes", r.msg, len(r.b))
+	}
+	return r.err
+}
+
+func decodeAuthInit(b []byte) (authInit, error) {
+	r := reader{b: b, msg: MsgAuthInit}
+	var m authInit
+	m.HasSecret = r.boolean("secret")
+	copy(m.Nonce[:], r.bytes(nonceSize, "nonce"))
+	return m, r.done()
+}
+
+func decodeAuthChallenge(b []byte) (authChallenge, error) {
+	r := reader{b: b, msg: MsgAuthChallenge}
+	var m authChallenge
+	m.HasSecret = r.boolean("secret")
+	copy(m.Nonce[:], r.bytes(nonceSize, "nonce"))
+	copy(m.Proof[:], r.bytes(macSize, "proof"))
+	return m, r.done()
+}
+
+func decodeAuthProof(b []byte) (authProof, error) {
+	r := reader{b: b, msg: MsgAuthProof}
+	var m authProof
+	copy(m.Proof[:], r.bytes(macSize, "proof"))
+	return m, r.done()
+}
+
+func decodeHello(b []byte) (Hello, error) {
+	r := reader{b: b, msg: MsgHello}
+	var h Hello
+	h.Version = r.u16("version")
+	h.Role = Role(r.u8("role"))
+	r.u8("flags")
+	p := r.position("position")
+	h.LogID, h.Epoch, h.Since, h.Hash = p.LogID, p.Epoch, p.Since, p.Hash
+	h.NodeID = r.str("node ID")
+	if err := r.done(); err != nil {
+		return Hello{}, err
+	}
+	if h.Role != RolePrimary && h.Role != RoleFollower {
+		return Hello{}, protoErr("Hello message: unknown role %d", uint8(h.Role))
+	}
+	return h, nil
+}
+
+func decodeAccept(b []byte) (accept, error) {
+	r := reader{b: b, msg: MsgAccept}
+	m := accept{From: r.seq("from")}
+	if err := r.done(); err != nil {
+		return accept{}, err
+	}
+	if m.From < 0 {
+		return accept{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("Accept message: from %d is not an entry", m.From)}
+	}
+	return m, nil
+}
+
+func decodeError(b []byte) (errorMsg, error) {
+	r := reader{b: b, msg: MsgError}
+	var m errorMsg
+	m.Code = Code(r.u16("code"))
+	m.Sender = r.position("sender")
+	m.Receiver = r.position("receiver")
+	m.Message = r.str("message")
+	return m, r.done()
+}
+
+// decodeBatch decodes an Entries message header and checks that Frames
+// holds exactly Count frames (the frames themselves are decoded and
+// CRC-checked by decodeFrames). Frames aliases b.
+func decodeBatch(b []byte) (batch, error) {
+	r := reader{b: b, msg: MsgEntries}
+	var m batch
+	m.PrimarySince = r.seq("primary since")
+	m.First = r.seq("first")
+	m.Count = r.u32("count")
+	if r.err != nil {
+		return batch{}, r.err
+	}
+	m.Frames = r.b
+	if m.Count == 0 {
+		return batch{}, protoErr("Entries message: empty batch")
+	}
+	if m.First < 0 {
+		return batch{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("Entries message: first seq %d is not an entry", m.First)}
+	}
+	if uint64(len(m.Frames)) < uint64(m.Count)*flume.FrameHeaderSize {
+		return batch{}, protoErr("Entries message: %d bytes cannot hold %d frames", len(m.Frames), m.Count)
+	}
+	if last := m.First + int64(m.Count) - 1; last > m.PrimarySince {
+		return batch{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("Entries message: batch ends at %d, after the primary's since %d", last, m.PrimarySince)}
+	}
+	return m, nil
+}
+
+// decodeFrames decodes the frames of m into dst (reused), checking each
+// frame's CRC, that seqs are dense from m.First, and that nothing trails.
+// Entry data aliases m.Frames.
+func decodeFrames(dst []flume.Entry, m batch) ([]flume.Entry, error) {
+	dst = dst[:0]
+	b := m.Frames
+	for i := uint32(0); i < m.Count; i++ {
+		e, n, err := flume.DecodeFrame(b)
+		if err != nil {
+			return dst, &ProtocolError{Code: CodeCorrupt, Reason: fmt.Sprintf("Entries message: frame %d of %d (seq %d)", i, m.Count, m.First+int64(i)), Err: err}
+		}
+		if want := m.First + int64(i); e.Seq != want {
+			return dst, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("Entries message: frame %d has seq %d, want %d", i, e.Seq, want)}
+		}
+		dst = append(dst, e)
+		b = b[n:]
+	}
+	if len(b) != 0 {
+		return dst, protoErr("Entries message: %d bytes after the last of %d frames", len(b), m.Count)
+	}
+	return dst, nil
+}
+
+func decodeAck(b []byte) (ack, error) {
+	r := reader{b: b, msg: MsgAck}
+	m := ack{Durable: r.seq("durable"), Received: r.seq("received")}
+	if err := r.done(); err != nil {
+		return ack{}, err
+	}
+	if m.Received < m.Durable {
+		return ack{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("Ack message: received %d is behind durable %d", m.Received, m.Durable)}
+	}
+	return m, nil
+}
+
+func decodeHeartbeat(b []byte) (heartbeat, error) {
+	r := reader{b: b, msg: MsgHeartbeat}
+	m := heartbeat{Since: r.seq("since"), UnixNano: int64(r.u64("time"))}
+	return m, r.done()
+}
+
+// decodeMessage decodes a body of type t into its message struct. It is the
+// single entry point the fuzzers drive; the connection code calls the typed
+// decoders directly.
+func decodeMessage(t MsgType, body []byte) (any, error) {
+	switch t {
+	case MsgAuthInit:
+		return decodeAuthInit(body)
+	case MsgAuthChallenge:
+		return decodeAuthChallenge(body)
+	case MsgAuthProof:
+		return decodeAuthProof(body)
+	case MsgHello:
+		return decodeHello(body)
+	case MsgAccept:
+		return decodeAccept(body)
+	case MsgError:
+		return decodeError(body)
+	case MsgEntries:
+		m, err := decodeBatch(body)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := decodeFrames(nil, m); err != nil {
+			return nil, err
+		}
+		return m, nil
+	case MsgAck:
+		return decodeAck(body)
+	case MsgHeartbeat:
+		return decodeHeartbeat(body)
+	}
+	return nil, protoErr("unknown message type %d", uint8(t))
+}
+
+// ---- reading from a stream ----
+
+// msgReader reads messages from a buffered stream.
+type msgReader struct {
+	br  *bufio.Reader
+	max int // current bound on a message's length
+	hdr [5]byte
+}
+
+func newMsgReader(r io.Reader, size int) *msgReader {
+	return &msgReader{br: bufio.NewReaderSize(r, size), max: maxPreAuthMessage}
+}
+
+// readPreamble reads and checks the peer's preamble.
+func (mr *msgReader) readPreamble() (uint16, error) {
+	var b [preambleSize]byte
+	if _, err := io.ReadFull(mr.br, b[:]); err != nil {
+		return 0, readErr("preamble", err)
+	}
+	return decodePreamble(b[:])
+}
+
+// next reads one message. buf is reused for the body when large enough;
+// the returned body aliases it.
+func (mr *msgReader) next(buf []byte) (MsgType, []byte, error) {
+	if _, err := io.ReadFull(mr.br, mr.hdr[:]); err != nil {
+		return 0, buf, readErr("message header", err)
+	}
+	n := binary.LittleEndian.Uint32(mr.hdr[:4])
+	t := MsgType(mr.hdr[4])
+	if n < 1 {
+		return 0, buf, protoErr("message length 0")
+	}
+	if int64(n) > int64(mr.max) {
+		return 0, buf, protoErr("%s message of %d bytes exceeds the limit of %d", t, n, mr.max)
+	}
+	body := int(n) - 1
+	if cap(buf) < body {
+		buf = make([]byte, body)
+	}
+	buf = buf[:body]
+	if _, err := io.ReadFull(mr.br, buf); err != nil {
+		return 0, buf, readErr(t.String()+" message", err)
+	}
+	return t, buf, nil
+}
+
+// readErr turns a read failure into a protocol error when the stream was
+// cut inside a message, and keeps network errors as they are.
+func readErr(what string, err error) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return &ProtocolError{Code: CodeProtocol, Reason: what + " cut short (truncated)", Err: io.ErrUnexpectedEOF}
+	}
+	if errors.Is(err, io.EOF) {
+		return fmt.Errorf("repl: connection closed by peer while reading %s: %w", what, err)
+	}
+	return fmt.Errorf("repl: reading %s: %w", what, err)
+}
