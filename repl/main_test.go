@@ -131,3 +131,15 @@ func servePrimary(t testing.TB, db *flume.DB, opts *Options) (*Primary, string) 
 	})
 	return p, ln.Addr().String()
 }
+
+// eventually polls cond until it holds or 10s pass.
+func eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
