@@ -1,0 +1,167 @@
+package server
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/flume-go/flume"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// metrics is the server's Prometheus registry. Counters that the server
+// itself drives are ordinary metrics; everything owned by the DB or by
+// replication is read at scrape time by replCollector.
+type metrics struct {
+	reg              *prometheus.Registry
+	appends          prometheus.Counter
+	appendBytes      prometheus.Counter
+	appendErrors     *prometheus.CounterVec
+	appendLatency    prometheus.Histogram
+	fsyncLatency     prometheus.Histogram // nil unless the log reports fsyncs
+	httpAuthFailures prometheus.Counter
+}
+
+// latencyBuckets span a group-committed fsync (~0.2 ms) to a sync append
+// that waits out a follower reconnect (seconds).
+var latencyBuckets = prometheus.ExponentialBucketsRange(50e-6, 10, 20)
+
+func newMetrics(db *flume.DB, repl replSource, withFsync bool) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.appends = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flume_appends_total", Help: "Entries appended through the HTTP API."})
+	m.appendBytes = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flume_append_bytes_total", Help: "Payload bytes appended through the HTTP API."})
+	m.appendErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flume_append_errors_total", Help: "Failed append requests by reason."}, []string{"reason"})
+	m.appendLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "flume_append_duration_seconds",
+		Help:    "Latency of appends through the HTTP API: durable on the primary and, in sync mode, acknowledged by the required followers.",
+		Buckets: latencyBuckets})
+	m.httpAuthFailures = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flume_http_auth_failures_total", Help: "HTTP requests refused for a missing or wrong bearer token."})
+	m.reg.MustRegister(m.appends, m.appendBytes, m.appendErrors, m.appendLatency, m.httpAuthFailures)
+	if withFsync {
+		m.fsyncLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "flume_fsync_duration_seconds", Help: "Latency of the file log's fsyncs.", Buckets: latencyBuckets})
+		m.reg.MustRegister(m.fsyncLatency)
+	}
+	m.reg.MustRegister(&stateCollector{db: db, repl: repl})
+	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+func (m *metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+func (m *metrics) observeAppend(values [][]byte, d time.Duration, err error) {
+	if err != nil {
+		m.appendErrors.WithLabelValues(errorReason(err)).Inc()
+		return
+	}
+	n := 0
+	for _, v := range values {
+		n += len(v)
+	}
+	m.appends.Add(float64(len(values)))
+	m.appendBytes.Add(float64(n))
+	m.appendLatency.Observe(d.Seconds())
+}
+
+func errorReason(err error) string {
+	switch {
+	case isNotPrimary(err):
+		return "not_primary"
+	case isNotReplicated(err):
+		return "not_replicated"
+	default:
+		return "other"
+	}
+}
+
+var (
+	descSince = prometheus.NewDesc("flume_since", "Seq of the last entry in the log (-1 when empty).", nil, nil)
+	descEpoch = prometheus.NewDesc("flume_epoch", "Current epoch of the log.", nil, nil)
+	descRole  = prometheus.NewDesc("flume_role", "1 for this node's role.", []string{"role"}, nil)
+
+	fl           = []string{"follower", "addr"}
+	descFConn    = prometheus.NewDesc("flume_follower_connected", "1 if the follower is connected.", fl, nil)
+	descFAcked   = prometheus.NewDesc("flume_follower_acked_seq", "Last seq the follower acknowledged as durable.", fl, nil)
+	descFLagE    = prometheus.NewDesc("flume_follower_lag_entries", "Entries the follower has not acknowledged.", fl, nil)
+	descFLagB    = prometheus.NewDesc("flume_follower_lag_bytes", "Payload bytes the follower has not acknowledged.", fl, nil)
+	descFLagS    = prometheus.NewDesc("flume_follower_lag_seconds", "Age of the oldest entry the follower has not acknowledged.", fl, nil)
+	descFRate    = prometheus.NewDesc("flume_follower_entries_per_second", "Recent rate of entries acknowledged by the follower.", fl, nil)
+	descUConn    = prometheus.NewDesc("flume_upstream_connected", "1 if this follower is connected to its primary.", []string{"primary"}, nil)
+	descULag     = prometheus.NewDesc("flume_upstream_lag_entries", "Entries this follower is behind its primary, as last reported.", []string{"primary"}, nil)
+	descHS       = prometheus.NewDesc("flume_repl_handshakes_total", "Replication handshakes completed.", nil, nil)
+	descRefusals = prometheus.NewDesc("flume_repl_handshake_refusals_total", "Replication handshakes refused (unrelated or diverged logs, duplicate upstream, version).", nil, nil)
+	descAuthF    = prometheus.NewDesc("flume_repl_auth_failures_total", "Replication peers that failed authentication.", nil, nil)
+	descRecon    = prometheus.NewDesc("flume_repl_reconnects_total", "Follower reconnects to its primary.", nil, nil)
+	descESent    = prometheus.NewDesc("flume_repl_entries_sent_total", "Entries sent to followers.", nil, nil)
+	descBSent    = prometheus.NewDesc("flume_repl_bytes_sent_total", "Bytes sent to followers.", nil, nil)
+	descERecv    = prometheus.NewDesc("flume_repl_entries_received_total", "Entries received from the primary.", nil, nil)
+	descBRecv    = prometheus.NewDesc("flume_repl_bytes_received_total", "Bytes received from the primary.", nil, nil)
+)
+
+// stateCollector reads the DB and replication state at scrape time.
+type stateCollector struct {
+	db   *flume.DB
+	repl replSource
+}
+
+func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descSince, descEpoch, descRole, descFConn, descFAcked, descFLagE, descFLagB,
+		descFLagS, descFRate, descUConn, descULag, descHS, descRefusals, descAuthF, descRecon, descESent, descBSent, descERecv, descBRecv} {
+		ch <- d
+	}
+}
+
+func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
+	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(d *prometheus.Desc, v int64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v))
+	}
+	gauge(descSince, float64(c.db.Since()))
+	gauge(descEpoch, float64(c.db.Log().Epoch()))
+	role := "primary"
+	if f, _ := c.db.Role(); f {
+		role = "follower"
+	}
+	gauge(descRole, 1, role)
+	var st replState
+	if c.repl != nil {
+		st = c.repl()
+	}
+	for _, f := range st.followers {
+		gauge(descFConn, b2f(f.Connected), f.NodeID, f.Addr)
+		gauge(descFAcked, float64(f.AckedSeq), f.NodeID, f.Addr)
+		gauge(descFLagE, float64(f.LagEntries), f.NodeID, f.Addr)
+		gauge(descFLagB, float64(f.LagBytes), f.NodeID, f.Addr)
+		gauge(descFLagS, f.LagSeconds, f.NodeID, f.Addr)
+		gauge(descFRate, f.EntriesPerSec, f.NodeID, f.Addr)
+	}
+	if u := st.upstream; u != nil {
+		gauge(descUConn, b2f(u.Connected), u.Addr)
+		gauge(descULag, float64(u.LagEntries), u.Addr)
+	}
+	s := st.stats
+	counter(descHS, s.Handshakes)
+	counter(descRefusals, s.Refusals)
+	counter(descAuthF, s.AuthFailures)
+	counter(descRecon, s.Reconnects)
+	counter(descESent, s.EntriesSent)
+	counter(descBSent, s.BytesSent)
+	counter(descERecv, s.EntriesReceived)
+	counter(descBRecv, s.BytesReceived)
+}
+
+func b2f(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

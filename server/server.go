@@ -1,0 +1,381 @@
+// Package server runs a flume node: it opens the file log and the DB in a
+// data directory, replicates (as a primary serving followers, or as a
+// read-only follower of a primary) and serves the HTTP API with metrics.
+//
+// Its shape follows net/http: build a Server with New, hand it listeners
+// with Serve (tests use 127.0.0.1:0), stop it with Shutdown (drain) or Close
+// (immediate). After either, Serve returns ErrServerClosed.
+//
+// # HTTP API
+//
+//	POST /log           one JSON value → {"seq":N}; NDJSON (application/x-ndjson),
+//	                    one value per line → {"first":N,"last":M}, one atomic batch.
+//	                    400 invalid JSON (naming the line), 413 body too large,
+//	                    421 on a follower ({"error","primary"}), 503 sync
+//	                    replication short of acks ({"error","acked","required",...}).
+//	GET  /log/{seq}     the stored value; 404 if absent.
+//	GET  /log?gt=&gte=&lt=&lte=&reverse=&limit=&live=
+//	                    NDJSON lines {"seq":N,"value":V}, flushed as produced;
+//	                    live=true keeps the response open for new entries.
+//	GET  /status        role, node ID, log ID, epoch, since, chain hash, followers
+//	                    or primary with lag.
+//	GET  /metrics       Prometheus text format.
+//	GET  /healthz       200 while serving, 503 once shutting down.
+//
+// With a secret, every endpoint but /healthz requires
+// "Authorization: Bearer <secret>" (401 otherwise).
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/repl"
+)
+
+// ErrServerClosed is returned by Serve after Shutdown or Close.
+var ErrServerClosed = errors.New("server: closed")
+
+// Server is one flume node. Build it with New.
+type Server struct {
+	cfg      Config
+	logger   *slog.Logger
+	db       *flume.DB
+	primary  *repl.Primary  // nil on a follower
+	follower *repl.Follower // nil on a primary
+	api      *api
+	http     *http.Server
+	metrics  *metrics
+
+	drainCtx context.Context
+	drain    context.CancelFunc
+	bgWG     sync.WaitGroup // background goroutines (catch-up progress); stop with drain
+
+	teardownOnce sync.Once
+	teardownErr  error
+}
+
+// New opens the data directory (taking its lock: a second server on the
+// same directory fails with flume.ErrLocked), the DB, and replication: a
+// Primary, or with cfg.Follow a Follower that starts connecting at once.
+// Serve starts the listeners; Close releases everything New opened.
+func New(cfg Config) (*Server, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, logger: cfg.Logger}
+	var err error
+	if cfg.NodeID == "" {
+		if cfg.NodeID, err = loadNodeID(cfg.DataDir); err != nil {
+			return nil, err
+		}
+		s.cfg.NodeID = cfg.NodeID
+	}
+
+	var fsyncHist func(time.Duration)
+	l := cfg.Log
+	if l == nil {
+		l, err = openFileLog(filepath.Join(cfg.DataDir, "log"), cfg, func(d time.Duration) {
+			if fsyncHist != nil {
+				fsyncHist(d)
+			}
+		})
+		if err != nil {
+			return nil, fmt.Errorf("server: open log in %s: %w", cfg.DataDir, err)
+		}
+	}
+	s.db, err = flume.Open(l, &flume.Options{SyncReplicas: cfg.SyncReplicas, SyncTimeout: cfg.SyncTimeout, Logger: cfg.Logger})
+	if err != nil {
+		l.Close()
+		return nil, fmt.Errorf("server: open DB: %w", err)
+	}
+
+	ropts := &repl.Options{NodeID: cfg.NodeID, Secret: cfg.Secret, TLS: cfg.TLS, Heartbeat: cfg.Heartbeat,
+		DeadAfter: cfg.DeadAfter, Logger: cfg.Logger}
+	if cfg.Follow != "" {
+		s.follower, err = repl.NewFollower(s.db, cfg.Follow, ropts)
+	} else {
+		s.primary, err = repl.NewPrimary(s.db, ropts)
+	}
+	if err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("server: start replication: %w", err)
+	}
+
+	s.drainCtx, s.drain = context.WithCancel(context.Background())
+	s.metrics = newMetrics(s.db, s.replState, fsyncHooked)
+	if s.metrics.fsyncLatency != nil {
+		h := s.metrics.fsyncLatency
+		fsyncHist = func(d time.Duration) { h.Observe(d.Seconds()) }
+	}
+	s.api = &api{db: s.db, secret: cfg.Secret, maxBody: cfg.MaxBodyBytes, logger: cfg.Logger,
+		status: s.Status, metrics: s.metrics, drain: s.drainCtx}
+	s.http = &http.Server{
+		Handler:           s.api.routes(),
+		ReadHeaderTimeout: 10 * time.Second, // slowloris; bodies are bounded by MaxBodyBytes
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	if s.follower != nil {
+		s.bgWG.Add(1)
+		go s.logCatchUp()
+	}
+	since, hash := l.Head()
+	s.logger.Info("flume node open", "node", cfg.NodeID, "role", s.role(), "log_id", l.ID().String(),
+		"since", since, "hash", hash.Short(), "fsync", cfg.Fsync, "sync_replicas", cfg.SyncReplicas, "follow", cfg.Follow)
+	return s, nil
+}
+
+// loadNodeID reads DataDir/node-id, creating it with a random ID on first
+// start.
+func loadNodeID(dir string) (string, error) {
+	if dir == "" {
+		return "node-" + randomHex(6), nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("server: create data directory: %w", err)
+	}
+	p := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(p)
+	if err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id, nil
+		}
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("server: read node ID: %w", err)
+	}
+	id := "node-" + randomHex(6)
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o644); err != nil {
+		return "", fmt.Errorf("server: write node ID: %w", err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return "", fmt.Errorf("server: write node ID: %w", err)
+	}
+	return id, nil
+}
+
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+func (s *Server) role() string {
+	if s.follower != nil {
+		return "follower"
+	}
+	return "primary"
+}
+
+// DB returns the server's DB.
+func (s *Server) DB() *flume.DB { return s.db }
+
+// NodeID returns the node's ID.
+func (s *Server) NodeID() string { return s.cfg.NodeID }
+
+// Handler returns the HTTP API handler (what Serve serves).
+func (s *Server) Handler() http.Handler { return s.http.Handler }
+
+// Status returns what GET /status reports.
+func (s *Server) Status() Status {
+	st := dbStatus(s.db)
+	st.NodeID = s.cfg.NodeID
+	st.Fsync = s.cfg.Fsync
+	st.SyncReplicas = s.cfg.SyncReplicas
+	rs := s.replState()
+	if s.primary != nil {
+		st.Followers = rs.followers
+		if st.Followers == nil {
+			st.Followers = []FollowerStatus{}
+		}
+	}
+	st.Primary = rs.upstream
+	return st
+}
+
+func (s *Server) replState() replState {
+	var rs replState
+	var st repl.Stats
+	switch {
+	case s.primary != nil:
+		for _, f := range s.primary.Followers() {
+			rs.followers = append(rs.followers, FollowerStatus{
+				NodeID: f.NodeID, Addr: f.Addr, Connected: f.Connected, AckedSeq: f.AckedSeq, ReceivedSeq: f.ReceivedSeq,
+				LagEntries: f.LagEntries, LagBytes: f.LagBytes, LagSeconds: f.LagSeconds, EntriesPerSec: f.EntriesPerSec,
+				ConnectedAt: f.ConnectedAt, LastSeen: f.LastSeen,
+			})
+		}
+		st = s.primary.Stats()
+	case s.follower != nil:
+		u := s.follower.Status()
+		rs.upstream = &UpstreamStatus{Addr: u.Primary, State: u.State, Connected: u.Connected, Since: u.Since,
+			PrimarySince: u.PrimarySince, LagEntries: u.LagEntries, LastError: u.LastError, Reconnects: u.Reconnects,
+			ConnectedAt: u.ConnectedAt}
+		st = s.follower.Stats()
+	}
+	rs.stats = ReplStats{Handshakes: st.Handshakes, Refusals: st.Refusals, AuthFailures: st.AuthFailures,
+		Reconnects: st.Reconnects, EntriesSent: st.EntriesSent, BytesSent: st.BytesSent,
+		EntriesReceived: st.EntriesReceived, BytesReceived: st.BytesReceived}
+	return rs
+}
+
+// Serve serves the HTTP API on httpLn and, on a primary, replication on
+// replLn, until Shutdown or Close (then it returns ErrServerClosed) or a
+// listener fails (then it closes the server and returns that error).
+// Either listener may be nil; a follower closes replLn (it serves no
+// replication). Serve closes the listeners it is given.
+func (s *Server) Serve(httpLn, replLn net.Listener) error {
+	if s.drainCtx.Err() != nil {
+		for _, ln := range []net.Listener{httpLn, replLn} {
+			if ln != nil {
+				ln.Close()
+			}
+		}
+		return ErrServerClosed
+	}
+	errc := make(chan error, 2)
+	n := 0
+	if replLn != nil {
+		if s.primary == nil {
+			replLn.Close()
+		} else {
+			n++
+			s.logger.Info("serving replication", "addr", replLn.Addr().String())
+			go func() { errc <- s.primary.Serve(replLn) }()
+		}
+	}
+	if httpLn != nil {
+		n++
+		s.logger.Info("serving HTTP", "addr", httpLn.Addr().String())
+		go func() { errc <- s.http.Serve(httpLn) }()
+	}
+	var first error
+	for range n {
+		err := <-errc
+		if errors.Is(err, http.ErrServerClosed) || errors.Is(err, repl.ErrServerClosed) {
+			err = ErrServerClosed
+		}
+		if first == nil {
+			first = err
+			if err != ErrServerClosed {
+				s.logger.Error("listener failed; closing", "err", err)
+				s.Close()
+			}
+		}
+	}
+	if first == nil {
+		// Nothing to serve: wait for Shutdown or Close.
+		<-s.drainCtx.Done()
+		first = ErrServerClosed
+	}
+	return first
+}
+
+// ListenAndServe listens on cfg.HTTPAddr and, on a primary, cfg.ReplAddr,
+// and calls Serve.
+func (s *Server) ListenAndServe() error {
+	hl, err := net.Listen("tcp", s.cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("server: listen HTTP: %w", err)
+	}
+	var rl net.Listener
+	if s.primary != nil {
+		if rl, err = net.Listen("tcp", s.cfg.ReplAddr); err != nil {
+			hl.Close()
+			return fmt.Errorf("server: listen replication: %w", err)
+		}
+	}
+	return s.Serve(hl, rl)
+}
+
+// Shutdown stops the server gracefully: it ends live streams and stops
+// accepting HTTP requests, waits for in-flight requests (appends, including
+// their synchronous replication) to finish or ctx to end, then closes
+// replication, flushes and closes the log. It returns ctx's error if the
+// drain was cut short (the rest of the shutdown still happens).
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.drain()
+	err := s.http.Shutdown(ctx)
+	if err != nil {
+		s.http.Close()
+	}
+	return errors.Join(err, s.teardown())
+}
+
+// Close stops the server at once: open connections are closed, in-flight
+// requests see errors. It is safe to call more than once (later calls
+// return the first call's error) and concurrently with Shutdown.
+func (s *Server) Close() error {
+	s.drain()
+	err := s.http.Close()
+	return errors.Join(err, s.teardown())
+}
+
+func (s *Server) teardown() error {
+	s.teardownOnce.Do(func() {
+		s.bgWG.Wait()
+		var errs []error
+		if s.primary != nil {
+			errs = append(errs, s.primary.Close())
+		}
+		if s.follower != nil {
+			errs = append(errs, s.follower.Close())
+		}
+		if err := s.db.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("server: close DB: %w", err))
+		}
+		s.teardownErr = errors.Join(errs...)
+		s.logger.Info("flume node closed", "node", s.cfg.NodeID, "since", s.db.Since(), "err", s.teardownErr)
+	})
+	return s.teardownErr
+}
+
+// logCatchUp logs a follower's catch-up progress as a percentage, about
+// once a second while it is behind, and once when it has caught up. It
+// exits when the server drains.
+func (s *Server) logCatchUp() {
+	defer s.bgWG.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	catching := false
+	var lastSince int64 = -2
+	lastT := time.Now()
+	for {
+		select {
+		case <-s.drainCtx.Done():
+			return
+		case <-t.C:
+		}
+		u := s.follower.Status()
+		now := time.Now()
+		switch {
+		case u.PrimarySince >= 0 && u.LagEntries > 0 && u.Connected:
+			pct := 100 * float64(u.Since+1) / float64(u.PrimarySince+1)
+			rate := 0.0
+			if lastSince >= -1 {
+				rate = float64(u.Since-lastSince) / now.Sub(lastT).Seconds()
+			}
+			s.logger.Info("follower catching up", "progress", fmt.Sprintf("%.1f%%", pct), "since", u.Since,
+				"primary_since", u.PrimarySince, "behind", u.LagEntries, "entries_per_sec", int64(rate))
+			catching = true
+		case catching && u.Connected && u.LagEntries == 0:
+			s.logger.Info("follower caught up", "progress", "100.0%", "since", u.Since)
+			catching = false
+		}
+		lastSince, lastT = u.Since, now
+	}
+}
