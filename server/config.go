@@ -62,6 +62,9 @@ type Config struct {
 	// Heartbeat and DeadAfter tune replication liveness; zero takes repl's
 	// defaults.
 	Heartbeat, DeadAfter time.Duration
+	// MinBackoff and MaxBackoff bound a follower's reconnect delay; zero
+	// takes repl's defaults.
+	MinBackoff, MaxBackoff time.Duration
 
 	// Logger receives the server's events. Default: discard.
 	Logger *slog.Logger

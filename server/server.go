@@ -104,7 +104,7 @@ func New(cfg Config) (*Server, error) {
 	}
 
 	ropts := &repl.Options{NodeID: cfg.NodeID, Secret: cfg.Secret, TLS: cfg.TLS, Heartbeat: cfg.Heartbeat,
-		DeadAfter: cfg.DeadAfter, Logger: cfg.Logger}
+		DeadAfter: cfg.DeadAfter, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Logger: cfg.Logger}
 	if cfg.Follow != "" {
 		s.follower, err = repl.NewFollower(s.db, cfg.Follow, ropts)
 	} else {
