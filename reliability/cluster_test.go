@@ -1,0 +1,335 @@
+package reliability
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/internal/checker"
+	"github.com/flume-go/flume/internal/netproxy"
+	"github.com/flume-go/flume/memlog"
+	"github.com/flume-go/flume/repl"
+)
+
+// logKind opens the log a cluster member runs on.
+type logKind struct {
+	name string
+	open func(t testing.TB, dir string) flume.Log
+}
+
+// logKinds are the logs the in-process suites run on; filelog adds itself
+// in filelog_kind_test.go.
+var logKinds = []logKind{
+	{"memlog", func(testing.TB, string) flume.Log { return memlog.New() }},
+}
+
+// clusterConfig shapes an in-process cluster.
+type clusterConfig struct {
+	kind      logKind
+	followers int
+	seed      int64
+	// syncTimeout bounds a synchronous append's wait for acks.
+	syncTimeout time.Duration
+	secret      []byte
+}
+
+// member is one follower: its DB, its replication Follower and the proxy
+// it reaches the primary through.
+type member struct {
+	name  string
+	db    *flume.DB
+	f     *repl.Follower
+	proxy *netproxy.Proxy
+}
+
+// cluster is a primary and followers in this process, each follower
+// connected through its own fault proxy. Everything is stopped at cleanup.
+type cluster struct {
+	t    testing.TB
+	cfg  clusterConfig
+	db   *flume.DB
+	prim *repl.Primary
+	addr string // the primary's replication listener
+	fs   []*member
+
+	hist checker.History
+	mu   sync.Mutex
+	cuts []checker.Cut
+	// unexpected collects append errors that are neither success nor
+	// *flume.NotReplicatedError.
+	unexpected []error
+	acked      atomic.Int64
+	serveDone  chan error
+}
+
+// replOpts are fast-reacting replication options: heartbeats every 25ms, a
+// peer silent for 300ms is dead, reconnects within 5–100ms.
+func replOpts(secret []byte) *repl.Options {
+	return &repl.Options{Secret: secret, Heartbeat: 25 * time.Millisecond, DeadAfter: 300 * time.Millisecond,
+		MinBackoff: 5 * time.Millisecond, MaxBackoff: 100 * time.Millisecond}
+}
+
+func newCluster(t testing.TB, cfg clusterConfig) *cluster {
+	t.Helper()
+	if cfg.syncTimeout == 0 {
+		cfg.syncTimeout = 400 * time.Millisecond
+	}
+	c := &cluster{t: t, cfg: cfg, serveDone: make(chan error, 1)}
+	dir := t.TempDir()
+	db, err := flume.Open(cfg.kind.open(t, dir+"/primary"), &flume.Options{SyncTimeout: cfg.syncTimeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.db = db
+	o := replOpts(cfg.secret)
+	o.NodeID = "primary"
+	c.prim, err = repl.NewPrimary(db, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.addr = ln.Addr().String()
+	go func() { c.serveDone <- c.prim.Serve(ln) }()
+	t.Cleanup(c.close)
+
+	for i := 0; i < cfg.followers; i++ {
+		name := fmt.Sprintf("f%d", i+1)
+		px, err := netproxy.New(c.addr, &netproxy.Options{Seed: cfg.seed + int64(i), ChunkSize: 4 << 10})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fdb, err := flume.Open(cfg.kind.open(t, dir+"/"+name), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fo := replOpts(cfg.secret)
+		fo.NodeID, fo.Dial = name, px.Dial
+		f, err := repl.NewFollower(fdb, px.Addr(), fo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.fs = append(c.fs, &member{name: name, db: fdb, f: f, proxy: px})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, m := range c.fs {
+		if err := m.f.Ready(ctx); err != nil {
+			t.Fatalf("%s: not ready: %v (status %+v)", m.name, err, m.f.Status())
+		}
+	}
+	return c
+}
+
+// close stops followers, proxies, the primary and the DBs, in that order.
+func (c *cluster) close() {
+	for _, m := range c.fs {
+		m.f.Close()
+		m.proxy.Close()
+		m.db.Close()
+	}
+	c.prim.Close()
+	if err := <-c.serveDone; !errors.Is(err, repl.ErrServerClosed) {
+		c.t.Errorf("primary Serve returned %v, want ErrServerClosed", err)
+	}
+	c.db.Close()
+}
+
+// appendOnce appends n unique values with k required acks and records the
+// outcome in the history; for a successful sync append it also records a
+// cut of the followers' log positions taken right after the return.
+func (c *cluster) appendOnce(client, n, k int, prefix string) {
+	vals := make([][]byte, n)
+	for i := range vals {
+		vals[i] = []byte(fmt.Sprintf("%s-%d", prefix, i))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	first, _, err := c.db.AppendWith(ctx, flume.AppendOptions{SyncReplicas: k}, vals...)
+	end := time.Now()
+	var nre *flume.NotReplicatedError
+	outcome := checker.OK
+	switch {
+	case err == nil:
+		c.acked.Add(int64(n))
+	case errors.As(err, &nre):
+		outcome = checker.NotReplicated
+		if nre.First != first {
+			c.addUnexpected(fmt.Errorf("NotReplicatedError.First %d but AppendWith returned first %d", nre.First, first))
+		}
+		if nre.Acked >= nre.Required {
+			c.addUnexpected(fmt.Errorf("NotReplicatedError with %d of %d acks: %v", nre.Acked, nre.Required, err))
+		}
+	default:
+		c.addUnexpected(fmt.Errorf("client %d: append: %w", client, err))
+		outcome = checker.Unknown
+	}
+	if outcome == checker.OK && k > 0 {
+		cut := checker.Cut{At: time.Now(), Since: make(map[string]int64, len(c.fs))}
+		for _, m := range c.fs {
+			cut.Since[m.name] = m.db.Log().Since()
+		}
+		c.mu.Lock()
+		c.cuts = append(c.cuts, cut)
+		c.mu.Unlock()
+	}
+	for i, v := range vals {
+		c.hist.Record(checker.Op{Client: client, Value: string(v), Outcome: outcome, Seq: first + int64(i),
+			SyncReplicas: k, Durable: true, Start: start, End: end})
+	}
+}
+
+func (c *cluster) addUnexpected(err error) {
+	c.mu.Lock()
+	c.unexpected = append(c.unexpected, err)
+	c.mu.Unlock()
+}
+
+// maxAppendsPerClient bounds one client's appends in a round, so that the
+// history and the check stay small on a shared machine.
+const maxAppendsPerClient = 20000
+
+// runAppenders runs clients until ctx ends (or maxAppendsPerClient): half of
+// them synchronous with k=1 (when there are followers), every fifth append
+// a batch of 3.
+func (c *cluster) runAppenders(ctx context.Context, clients int, round string) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for cl := 0; cl < clients; cl++ {
+		k := 0
+		if cl%2 == 1 && len(c.fs) > 0 {
+			k = 1
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ctx.Err() == nil && i < maxAppendsPerClient; i++ {
+				n := 1
+				if i%5 == 4 {
+					n = 3
+				}
+				c.appendOnce(cl, n, k, fmt.Sprintf("%s-c%d-%d", round, cl, i))
+			}
+		}()
+	}
+	return &wg
+}
+
+// healAll clears every fault.
+func (c *cluster) healAll() {
+	for _, m := range c.fs {
+		m.proxy.Heal()
+	}
+}
+
+// waitCaughtUp waits until every follower holds the primary's since.
+func (c *cluster) waitCaughtUp(d time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	want := c.db.Since()
+	for _, m := range c.fs {
+		if err := m.db.WaitSince(ctx, want); err != nil {
+			return fmt.Errorf("%s did not catch up to %d (at %d): %w; status %+v", m.name, want, m.db.Since(), err, m.f.Status())
+		}
+	}
+	return nil
+}
+
+// check runs the checker over the history, the logs and the cuts.
+func (c *cluster) check(o checker.Options) *checker.Report {
+	c.t.Helper()
+	p, err := checker.FromLog("primary", c.db.Log())
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var fs []checker.Replica
+	for _, m := range c.fs {
+		r, err := checker.FromLog(m.name, m.db.Log())
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		fs = append(fs, r)
+	}
+	c.mu.Lock()
+	cuts := append([]checker.Cut(nil), c.cuts...)
+	c.mu.Unlock()
+	sort.Slice(cuts, func(i, j int) bool { return cuts[i].At.Before(cuts[j].At) })
+	return checker.Check(c.hist.Ops(), p, fs, cuts, o)
+}
+
+// faultKinds are the network faults the injector picks from.
+var faultKinds = []string{"delay", "throttle", "cut", "blackhole", "blackhole-acks", "pause", "reset", "corrupt"}
+
+// injectFaults applies random faults (seeded by rnd) to the followers'
+// proxies until ctx ends: each fault hits one follower or, one time in
+// three, all of them, and lasts 30–300ms. It returns the faults applied by
+// kind.
+func (c *cluster) injectFaults(ctx context.Context, rnd *rand.Rand) map[string]int {
+	counts := make(map[string]int)
+	for ctx.Err() == nil {
+		targets := []*member{c.fs[rnd.Intn(len(c.fs))]}
+		if rnd.Intn(3) == 0 {
+			targets = c.fs
+		}
+		kind := faultKinds[rnd.Intn(len(faultKinds))]
+		hold := time.Duration(30+rnd.Intn(270)) * time.Millisecond
+		cutN := int64(1 + rnd.Intn(20000))
+		bps := int64(20<<10 + rnd.Intn(500<<10))
+		delay := time.Duration(rnd.Intn(80)) * time.Millisecond
+		jitter := time.Duration(rnd.Intn(20)) * time.Millisecond
+		flipAt := rnd.Intn(4096)
+		for _, m := range targets {
+			p := m.proxy
+			switch kind {
+			case "delay":
+				p.Delay(delay, jitter)
+			case "throttle":
+				p.Throttle(bps)
+			case "cut":
+				p.CutAfter(cutN)
+			case "blackhole":
+				p.Blackhole()
+			case "blackhole-acks":
+				p.BlackholeDir(netproxy.Upstream)
+			case "pause":
+				p.Pause()
+			case "reset":
+				p.ResetConns()
+			case "corrupt":
+				// Flip one byte of the primary → follower stream: the
+				// follower must detect it (frame CRC, message framing) and
+				// never store it.
+				var once atomic.Bool
+				p.ModifyDir(netproxy.Downstream, func(b []byte) []byte {
+					if len(b) == 0 || once.Swap(true) {
+						return b
+					}
+					out := append([]byte(nil), b...)
+					out[flipAt%len(out)] ^= 0x5a
+					return out
+				})
+			}
+			counts[kind]++
+		}
+		t := time.NewTimer(hold)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+		for _, m := range targets {
+			m.proxy.Heal()
+		}
+	}
+	return counts
+}
