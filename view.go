@@ -50,6 +50,17 @@ type ChainView interface {
 	SinceHash() Hash
 }
 
+// BatchLimiter is an optional interface for views that want other bounds
+// on an Apply batch than ViewBatch entries and 4 MiB of payload: a view
+// whose Apply has a high fixed cost (one transaction commit per batch)
+// takes larger batches while catching up. Live, batches hold whatever was
+// published since the last one, so they stay small either way. Values < 1
+// keep the default.
+type BatchLimiter interface {
+	View
+	MaxBatch() (entries, bytes int)
+}
+
 // ViewHost is the DB side of a view, handed to View.Open. Its methods are
 // safe for concurrent use.
 type ViewHost interface {
@@ -75,7 +86,8 @@ type ViewHost interface {
 	Logger() *slog.Logger
 }
 
-// ViewBatch bounds how many entries a view is fed per Apply call.
+// ViewBatch bounds how many entries a view is fed per Apply call, unless
+// the view is a BatchLimiter.
 const ViewBatch = 4096
 
 // viewBatchBytes bounds the payload bytes of one Apply batch (at least one
@@ -206,6 +218,16 @@ func (r *viewRunner) run() {
 			it.Close()
 		}
 	}()
+	maxEntries, maxBytes := ViewBatch, viewBatchBytes
+	if bl, ok := r.v.(BatchLimiter); ok {
+		if e, b := bl.MaxBatch(); e > 0 && b > 0 {
+			maxEntries, maxBytes = e, b
+		} else if e > 0 {
+			maxEntries = e
+		} else if b > 0 {
+			maxBytes = b
+		}
+	}
 	r.db.mu.Lock()
 	next := r.done + 1
 	r.db.mu.Unlock()
@@ -231,7 +253,7 @@ func (r *viewRunner) run() {
 			it, fresh = r.db.log.Iter(next), true
 		}
 		batch, offs, arena = batch[:0], offs[:0], arena[:0]
-		for len(batch) < ViewBatch && next <= since && len(arena) < viewBatchBytes && it.Next() {
+		for len(batch) < maxEntries && next <= since && len(arena) < maxBytes && it.Next() {
 			e := it.Entry()
 			if e.Seq != next {
 				r.fail(fmt.Errorf("flume: view %q: log iterator returned seq %d, expected %d", r.name, e.Seq, next))
@@ -272,7 +294,7 @@ func (r *viewRunner) run() {
 			return
 		}
 		clear(batch) // drop references to payloads before the next batch
-		if cap(arena) > 4*viewBatchBytes {
+		if cap(arena) > 4*maxBytes {
 			arena = nil // one huge entry: don't keep its buffer
 		}
 		r.advance(next - 1)

@@ -54,7 +54,10 @@ type Index struct {
 	hash  flume.Hash
 }
 
-var _ flume.ChainView = (*Index)(nil)
+var (
+	_ flume.ChainView    = (*Index)(nil)
+	_ flume.BatchLimiter = (*Index)(nil)
+)
 
 var (
 	bucketMeta  = []byte("meta")
@@ -160,6 +163,11 @@ func (ix *Index) setPos(since int64, hash flume.Hash) {
 	ix.pmu.Unlock()
 }
 
+// MaxBatch implements flume.BatchLimiter. Each Apply is one bbolt commit
+// whose cost grows with the pages it touches rather than with the rows it
+// writes, so the index takes up to 64Ki entries (16 MiB) per batch.
+func (ix *Index) MaxBatch() (entries, bytes int) { return 64 << 10, 16 << 20 }
+
 // Since implements flume.View.
 func (ix *Index) Since() int64 {
 	ix.pmu.Lock()
@@ -182,23 +190,32 @@ func (ix *Index) Apply(entries []flume.Entry) error {
 	if ix.db == nil {
 		return errors.New("views: index: not open")
 	}
-	var rowKey []byte
+	// Encode and sort the batch's rows first: bbolt inserts into a node's
+	// in-memory slice until commit, so unsorted puts shift that slice once
+	// per row (quadratic in the batch); sorted puts land in order.
+	var arena []byte
+	var rows [][2]int // [start, end) of each row key in arena
+	for _, e := range entries {
+		keys, err := ix.keyFn(e)
+		if err != nil {
+			return fmt.Errorf("views: index: entry %d: %w", e.Seq, err)
+		}
+		for _, k := range keys {
+			if len(k) == 0 || len(k) > MaxIndexKey {
+				return fmt.Errorf("views: index: entry %d: key of %d bytes (want 1..%d)", e.Seq, len(k), MaxIndexKey)
+			}
+			start := len(arena)
+			arena = appendRowKey(arena, k, e.Seq)
+			rows = append(rows, [2]int{start, len(arena)})
+		}
+	}
+	slices.SortFunc(rows, func(a, b [2]int) int { return bytes.Compare(arena[a[0]:a[1]], arena[b[0]:b[1]]) })
 	last := entries[len(entries)-1]
 	err := ix.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(bucketIndex)
-		for _, e := range entries {
-			keys, err := ix.keyFn(e)
-			if err != nil {
-				return fmt.Errorf("views: index: entry %d: %w", e.Seq, err)
-			}
-			for _, k := range keys {
-				if len(k) == 0 || len(k) > MaxIndexKey {
-					return fmt.Errorf("views: index: entry %d: key of %d bytes (want 1..%d)", e.Seq, len(k), MaxIndexKey)
-				}
-				rowKey = appendRowKey(rowKey[:0], k, e.Seq)
-				if err := b.Put(rowKey, []byte{}); err != nil {
-					return fmt.Errorf("views: index: entry %d: %w", e.Seq, err)
-				}
+		for _, r := range rows {
+			if err := b.Put(arena[r[0]:r[1]:r[1]], []byte{}); err != nil {
+				return fmt.Errorf("views: index: put row: %w", err)
 			}
 		}
 		return putPos(tx.Bucket(bucketMeta), last.Seq, last.Hash)
