@@ -428,7 +428,8 @@ func (db *DB) isClosed() bool {
 // (they end with ErrClosed), closes the views and then the log. Streams the
 // caller opened must still be closed by the caller. Close is safe to call
 // more than once; later calls return nil. Every other method returns
-// ErrClosed after Close.
+// ErrClosed after Close. Close waits for the DB's own goroutines, so it must
+// not be called from a Watch callback or from a view's methods.
 func (db *DB) Close() error {
 	db.appendMu.Lock()
 	db.mu.Lock()

@@ -57,6 +57,10 @@ func TestDBStateMachine(t *testing.T) {
 		defer db.Close()
 		m := &dbModel{db: db}
 		ctx := context.Background()
+		v := newTestView()
+		if err := db.Use("v", v); err != nil {
+			t.Fatal(err)
+		}
 		payload := rapid.SliceOfN(rapid.Byte(), 0, 16)
 		t.Repeat(map[string]func(*rapid.T){
 			"append": func(t *rapid.T) {
@@ -111,6 +115,35 @@ func TestDBStateMachine(t *testing.T) {
 				}
 				if want := m.stream(o); !slices.Equal(got, want) {
 					t.Fatalf("stream %+v: got %v, want %v", o, got, want)
+				}
+			},
+			"view": func(t *rapid.T) {
+				if err := v.host.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if n := v.count(); n != int64(len(m.entries)) {
+					t.Fatalf("view applied %d entries after Sync, want %d", n, len(m.entries))
+				}
+			},
+			"live": func(t *rapid.T) {
+				// A live stream from gt yields the old entries, then one
+				// appended after it was opened, then waits.
+				gt := rapid.Int64Range(-1, int64(len(m.entries))).Draw(t, "gt")
+				s := db.Stream(ctx, flume.StreamOptions{Gt: &gt, Live: true})
+				defer s.Close()
+				p := payload.Draw(t, "p")
+				seq, err := db.Append(ctx, p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				m.entries = append(m.entries, p)
+				for want := max(gt+1, 0); want <= seq; want++ {
+					if !s.Next() {
+						t.Fatalf("live stream ended before %d: %v", want, s.Err())
+					}
+					if e := s.Entry(); e.Seq != want || string(e.Data) != string(m.entries[want]) {
+						t.Fatalf("live stream yielded %d %q, want %d %q", e.Seq, e.Data, want, m.entries[want])
+					}
 				}
 			},
 			"": func(t *rapid.T) {
