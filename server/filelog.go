@@ -14,3 +14,10 @@ const fsyncHooked = false
 func openFileLog(dir string, cfg Config, onFsync func(time.Duration)) (flume.Log, error) {
 	return nil, errors.New("server: filelog not available yet")
 }
+
+// OpenLog opens (creating if needed) the file log in dir with an fsync
+// policy ("always", "interval", "never"; "" is "always"), as a server
+// does. It is for tools (demo, bench) that run DBs without a Server.
+func OpenLog(dir, fsync string) (flume.Log, error) {
+	return openFileLog(dir, Config{Fsync: fsync}.withDefaults(), nil)
+}

@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/spf13/cobra"
+)
+
+// clientFlags are the flags of the commands that talk to a server.
+type clientFlags struct {
+	server     string
+	secretFile string
+}
+
+func (f *clientFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.server, "server", "http://127.0.0.1:7600", "URL of the flume server's HTTP API (env FLUME_SERVER)")
+	cmd.Flags().StringVar(&f.secretFile, "secret-file", "", "file holding the server's bearer token (env FLUME_SECRET_FILE)")
+}
+
+// client is a minimal client of the HTTP API.
+type client struct {
+	base   string
+	secret string
+	http   *http.Client
+}
+
+func (f *clientFlags) client() (*client, error) {
+	secret, err := readSecret(f.secretFile)
+	if err != nil {
+		return nil, err
+	}
+	base := strings.TrimRight(f.server, "/")
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	return &client{base: base, secret: string(secret), http: &http.Client{}}, nil
+}
+
+// do sends a request and returns the response if its status is 2xx, else
+// an error built from the server's {"error": ...} body.
+func (c *client) do(ctx context.Context, method, path, ctype string, body io.Reader) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("bad server URL %q: %w", c.base, err)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	if c.secret != "" {
+		req.Header.Set("Authorization", "Bearer "+c.secret)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s %s: %w", method, c.base+path, err)
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e struct {
+		Error    string `json:"error"`
+		Primary  string `json:"primary"`
+		Acked    *int   `json:"acked"`
+		Required int    `json:"required"`
+	}
+	msg := strings.TrimSpace(string(b))
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		msg = e.Error
+	}
+	if e.Primary != "" && !strings.Contains(msg, e.Primary) {
+		msg += " (primary: " + e.Primary + ")"
+	}
+	return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, msg)
+}
+
+func (c *client) getJSON(ctx context.Context, path string, v any) error {
+	resp, err := c.do(ctx, "GET", path, "", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("GET %s: decode response: %w", path, err)
+	}
+	return nil
+}

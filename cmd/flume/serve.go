@@ -1,0 +1,157 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"time"
+
+	"github.com/flume-go/flume/server"
+	"github.com/spf13/cobra"
+)
+
+// shutdownTimeout bounds the graceful drain after SIGINT/SIGTERM: in-flight
+// appends (with their sync replication timeout) finish well within it.
+const shutdownTimeout = 30 * time.Second
+
+type serveFlags struct {
+	data, follow, httpAddr, replAddr string
+	fsync                            string
+	fsyncInterval                    time.Duration
+	syncReplicas                     int
+	syncTimeout                      time.Duration
+	secretFile                       string
+	tlsCert, tlsKey, tlsCA           string
+	logFormat, logLevel              string
+	nodeID                           string
+}
+
+func newServeCmd() *cobra.Command {
+	var f serveFlags
+	cmd := &cobra.Command{
+		Use:   "serve --data DIR [--follow HOST:PORT]",
+		Short: "Run a flume node: a primary, or with --follow a read-only follower",
+		Long: `Run a flume node with its data in DIR.
+
+Without --follow the node is a primary: clients append through the HTTP API
+(--http) and followers replicate from --repl. With --follow HOST:PORT (the
+primary's --repl address) it is a read-only follower: it copies the
+primary's log, serves reads, and answers appends with 421 and the primary's
+address.
+
+Every flag can be set in the environment: --sync-replicas as
+FLUME_SYNC_REPLICAS, --data as FLUME_DATA. SIGINT or SIGTERM drains and
+exits 0.`,
+		Example: `  flume serve --data /var/lib/flume/p1
+  flume serve --data /var/lib/flume/f1 --follow 127.0.0.1:7601 --http 127.0.0.1:7610`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runServe(cmd.Context(), f, cmd.ErrOrStderr(), nil)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.data, "data", "", "data directory (required)")
+	fl.StringVar(&f.follow, "follow", "", "run as a follower of the primary's replication address HOST:PORT")
+	fl.StringVar(&f.httpAddr, "http", server.DefaultHTTPAddr, "HTTP API listen address")
+	fl.StringVar(&f.replAddr, "repl", server.DefaultReplAddr, "replication listen address (primary)")
+	fl.StringVar(&f.fsync, "fsync", "always", "fsync policy: always, interval or never")
+	fl.DurationVar(&f.fsyncInterval, "fsync-interval", 0, "flush period for --fsync interval (0: the log's default)")
+	fl.IntVar(&f.syncReplicas, "sync-replicas", 0, "followers that must acknowledge each append (0: asynchronous)")
+	fl.DurationVar(&f.syncTimeout, "sync-timeout", 5*time.Second, "how long an append waits for follower acks before 503")
+	fl.StringVar(&f.secretFile, "secret-file", "", "file with the shared secret (replication auth and HTTP bearer token)")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for replication TLS")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM key for --tls-cert")
+	fl.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA that verifies the replication peer (a primary then requires client certificates)")
+	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fl.StringVar(&f.nodeID, "node-id", "", "node name (default: random, kept in DIR/node-id)")
+	return cmd
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageErrorf("--log-level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text", "":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	default:
+		return nil, usageErrorf("--log-format %q: want text or json", format)
+	}
+}
+
+// runServe runs a node until ctx ends, then shuts it down gracefully.
+// ready, if not nil, is called with the server once it is listening.
+func runServe(ctx context.Context, f serveFlags, logOut io.Writer, ready func(*server.Server)) error {
+	if f.data == "" {
+		return usageErrorf("serve: --data DIR is required")
+	}
+	switch f.fsync {
+	case "always", "interval", "never":
+	default:
+		return usageErrorf("serve: --fsync %q: want always, interval or never", f.fsync)
+	}
+	logger, err := newLogger(logOut, f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	secret, err := readSecret(f.secretFile)
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := server.LoadTLS(f.tlsCert, f.tlsKey, f.tlsCA)
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(server.Config{
+		DataDir: f.data, NodeID: f.nodeID, Fsync: f.fsync, FsyncInterval: f.fsyncInterval,
+		SyncReplicas: f.syncReplicas, SyncTimeout: f.syncTimeout, Follow: f.follow,
+		HTTPAddr: f.httpAddr, ReplAddr: f.replAddr, Secret: secret, TLS: tlsCfg, Logger: logger,
+	})
+	if err != nil {
+		return err
+	}
+	hl, err := net.Listen("tcp", f.httpAddr)
+	if err != nil {
+		srv.Close()
+		return fmt.Errorf("serve: listen on --http %s: %w", f.httpAddr, err)
+	}
+	var rl net.Listener
+	if f.follow == "" {
+		if rl, err = net.Listen("tcp", f.replAddr); err != nil {
+			hl.Close()
+			srv.Close()
+			return fmt.Errorf("serve: listen on --repl %s: %w", f.replAddr, err)
+		}
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(hl, rl) }()
+	if ready != nil {
+		ready(srv)
+	}
+	select {
+	case err := <-served:
+		// A listener failed; Serve has closed the server.
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	logger.Info("shutting down: draining in-flight requests", "timeout", shutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	serr := srv.Shutdown(sctx)
+	if err := <-served; !errors.Is(err, server.ErrServerClosed) {
+		serr = errors.Join(serr, err)
+	}
+	if serr != nil {
+		return fmt.Errorf("serve: shutdown: %w", serr)
+	}
+	logger.Info("shutdown complete")
+	return nil
+}
