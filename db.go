@@ -81,8 +81,7 @@ type DB struct {
 		since int64 // last published (durable) seq
 		// changed is closed and replaced when since grows, but only if
 		// someone took it (chTaken): appends nobody waits for then cost no
-		// allocation. After Close it stays closed for good, so observers
-		// never block on a closed DB.
+		// allocation. Close closes it and replaces it one last time.
 		changed    chan struct{}
 		chTaken    bool
 		closed     bool
@@ -161,10 +160,18 @@ func (db *DB) WaitSince(ctx context.Context, seq int64) error {
 // Changed returns the current since and a channel that is closed when it
 // next changes or the DB closes. It is the building block for observers:
 //
-//	for { s, ch := db.Changed(); use(s); <-ch; if closed { break } }
+//	for {
+//		s, ch := db.Changed()
+//		use(s)
+//		select {
+//		case <-ch:
+//		case <-db.Done():
+//			return
+//		}
+//	}
 //
-// After Close the channel is always closed; check Done (or an ErrClosed
-// from another method) to stop looping.
+// Close closes every channel handed out before it; a channel obtained after
+// Close never closes, so observers stop on Done.
 func (db *DB) Changed() (since int64, ch <-chan struct{}) {
 	since, ch, _ = db.changedState()
 	return since, ch
@@ -444,7 +451,11 @@ func (db *DB) Close() error {
 		views[name] = r
 	}
 	close(db.closedCh)
-	close(db.mu.changed) // stays closed: see mu.changed
+	close(db.mu.changed)
+	// A fresh channel that never closes: a loop over Changed that does not
+	// check Done blocks after Close instead of spinning. The DB's own
+	// waiters check closed.
+	db.mu.changed = make(chan struct{})
 	db.mu.Unlock()
 	db.appendMu.Unlock()
 	db.cancel()

@@ -191,6 +191,7 @@ func TestCloseEverythingErrClosed(t *testing.T) {
 	stop := db.Watch(func(int64) {})
 	defer stop()
 	live := db.Stream(context.Background(), flume.StreamOptions{Live: true})
+	_, before := db.Changed()
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -231,12 +232,13 @@ func TestCloseEverythingErrClosed(t *testing.T) {
 	default:
 		t.Error("Done not closed")
 	}
-	if _, ch := db.Changed(); ch != nil {
-		select {
-		case <-ch:
-		default:
-			t.Error("Changed channel open after Close")
-		}
+	select {
+	case <-before:
+	default:
+		t.Error("a Changed channel taken before Close is still open")
+	}
+	if _, ch := db.Changed(); ch == nil {
+		t.Error("Changed returned a nil channel after Close")
 	}
 	noop := db.Watch(func(int64) { t.Error("Watch fn called on a closed DB") })
 	noop()
