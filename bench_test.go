@@ -3,6 +3,7 @@ package flume_test
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/flume-go/flume"
@@ -152,4 +153,70 @@ func BenchmarkAppend(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "entries/s")
 		})
 	}
+}
+
+// nopLog is a Log whose Append only counts: appending through a DB over it
+// measures the DB's own cost per append.
+type nopLog struct {
+	memlog.Log
+	since atomic.Int64
+}
+
+func (l *nopLog) Append(data ...[]byte) (int64, error) { return l.since.Add(int64(len(data))), nil }
+func (l *nopLog) Since() int64                         { return l.since.Load() }
+func (l *nopLog) Close() error                         { return nil }
+
+// BenchmarkDBOverhead is the DB's cost per append on top of the log's (over
+// a log that does nothing), for a single append, for an append with an
+// observer waiting on Changed, and for 64 concurrent appenders.
+func BenchmarkDBOverhead(b *testing.B) {
+	ctx := context.Background()
+	v := make([]byte, 100)
+	open := func(b *testing.B) *flume.DB {
+		l := &nopLog{}
+		l.since.Store(-1)
+		db, err := flume.Open(l, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { db.Close() })
+		b.ReportAllocs()
+		return db
+	}
+	b.Run("raw-log", func(b *testing.B) {
+		l := &nopLog{}
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			l.Append(v)
+		}
+	})
+	b.Run("append", func(b *testing.B) {
+		db := open(b)
+		for i := 0; i < b.N; i++ {
+			if _, err := db.Append(ctx, v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("append/watched", func(b *testing.B) {
+		db := open(b)
+		stop := db.Watch(func(int64) {})
+		defer stop()
+		for i := 0; i < b.N; i++ {
+			if _, err := db.Append(ctx, v); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("append/64-writers", func(b *testing.B) {
+		db := open(b)
+		b.SetParallelism(32) // 32 x GOMAXPROCS(2) = 64 goroutines
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if _, err := db.Append(ctx, v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	})
 }
