@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/goleak"
+
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/memlog"
 )
@@ -487,5 +489,74 @@ func TestConcurrentAppendStreamView(t *testing.T) {
 	}
 	if n := v.count(); n != total {
 		t.Fatalf("view applied %d entries, want %d", n, total)
+	}
+}
+
+// TestCloseRacesEverything: appends, live streams, waiters, view reads and
+// watchers racing Close each end with success or ErrClosed (never a panic,
+// hang or other error), and nothing is left running.
+func TestCloseRacesEverything(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for round := 0; round < 20; round++ {
+		db, _ := flume.Open(memlog.New(), nil)
+		v := newTestView()
+		if err := db.Use("v", v); err != nil {
+			t.Fatal(err)
+		}
+		ok := func(what string, err error) {
+			if err != nil && !errors.Is(err, flume.ErrClosed) {
+				t.Errorf("%s: %v", what, err)
+			}
+		}
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for w := 0; w < 3; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				for i := 0; i < 200; i++ {
+					if _, err := db.Append(context.Background(), []byte("x")); err != nil {
+						ok("Append", err)
+						return
+					}
+				}
+			}()
+		}
+		for r := 0; r < 2; r++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				s := db.Stream(context.Background(), flume.StreamOptions{Live: true})
+				defer s.Close()
+				<-start
+				for s.Next() {
+				}
+				ok("live stream", s.Err())
+			}()
+		}
+		wg.Add(2)
+		go func() { defer wg.Done(); <-start; ok("WaitSince", db.WaitSince(context.Background(), 1e9)) }()
+		go func() {
+			defer wg.Done()
+			<-start
+			for i := 0; i < 50; i++ {
+				if err := v.host.Sync(context.Background()); err != nil {
+					ok("view Sync", err)
+					return
+				}
+			}
+		}()
+		db.Watch(func(int64) {})
+		close(start)
+		time.Sleep(time.Duration(round%5) * 100 * time.Microsecond)
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		wg.Wait()
+		// Whatever was acknowledged was applied in order by the view.
+		if n, s := v.count(), v.Since(); n != s+1 {
+			t.Fatalf("view applied %d entries but is at %d", n, s)
+		}
 	}
 }
