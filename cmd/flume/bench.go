@@ -13,7 +13,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"text/tabwriter"
 	"time"
 
 	"github.com/flume-go/flume"
@@ -73,9 +72,9 @@ func runBench(ctx context.Context, f benchFlags, out io.Writer) error {
 	n := 0
 	sub := func() string { n++; return filepath.Join(dir, fmt.Sprint(n)) }
 
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintf(out, "flume bench: %d CPUs, %s, data in %s\n\n", runtime.NumCPU(), runtime.Version(), dir)
-	fmt.Fprintln(tw, "BENCHMARK\tENTRIES\tENTRIES/S\tMB/S\tP50\tP99\tPEAK MEM\t")
+	const rowFmt = "%-42s %9s %11s %8s %9s %9s %10s\n"
+	fmt.Fprintf(out, rowFmt, "BENCHMARK", "ENTRIES", "ENTRIES/S", "MB/S", "P50", "P99", "PEAK MEM")
 	print := func(r benchRow) {
 		p50, p99 := "-", "-"
 		if len(r.lat) > 0 {
@@ -83,9 +82,8 @@ func runBench(ctx context.Context, f benchFlags, out io.Writer) error {
 			p50, p99 = fmtDur(pct(r.lat, 50)), fmtDur(pct(r.lat, 99))
 		}
 		secs := r.elapsed.Seconds()
-		fmt.Fprintf(tw, "%s\t%d\t%.0f\t%.1f\t%s\t%s\t%.1f MiB\t\n", r.name, r.entries, float64(r.entries)/secs,
-			float64(r.bytes)/secs/1e6, p50, p99, float64(r.peakMem)/(1<<20))
-		tw.Flush()
+		fmt.Fprintf(out, rowFmt, r.name, fmt.Sprint(r.entries), fmt.Sprintf("%.0f", float64(r.entries)/secs),
+			fmt.Sprintf("%.1f", float64(r.bytes)/secs/1e6), p50, p99, fmt.Sprintf("%.1f MiB", float64(r.peakMem)/(1<<20)))
 	}
 	size := f.size
 	steps := []func() (benchRow, error){
