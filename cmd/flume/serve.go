@@ -88,8 +88,9 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 }
 
 // runServe runs a node until ctx ends, then shuts it down gracefully.
-// ready, if not nil, is called with the server once it is listening.
-func runServe(ctx context.Context, f serveFlags, logOut io.Writer, ready func(*server.Server)) error {
+// ready, if not nil, is called with the server and its HTTP and
+// replication addresses once it is listening.
+func runServe(ctx context.Context, f serveFlags, logOut io.Writer, ready func(s *server.Server, httpAddr, replAddr string)) error {
 	if f.data == "" {
 		return usageErrorf("serve: --data DIR is required")
 	}
@@ -134,7 +135,11 @@ func runServe(ctx context.Context, f serveFlags, logOut io.Writer, ready func(*s
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(hl, rl) }()
 	if ready != nil {
-		ready(srv)
+		replAddr := ""
+		if rl != nil {
+			replAddr = rl.Addr().String()
+		}
+		ready(srv, hl.Addr().String(), replAddr)
 	}
 	select {
 	case err := <-served:
