@@ -41,6 +41,9 @@ running on DIR (the log is locked).`,
 			if data == "" {
 				return usageErrorf("verify: --data DIR is required")
 			}
+			if fi, err := os.Stat(data); err != nil || !fi.IsDir() {
+				return fmt.Errorf("verify: %s is not a directory", data)
+			}
 			dir := data
 			if fi, err := os.Stat(filepath.Join(data, "log")); err == nil && fi.IsDir() {
 				dir = filepath.Join(data, "log")
