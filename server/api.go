@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"mime"
 	"net/http"
 	"strconv"
@@ -306,6 +307,14 @@ func parseStreamOptions(q map[string][]string) (flume.StreamOptions, error) {
 	}
 	if o.Reverse && o.Live {
 		return o, errors.New("reverse and live cannot be combined")
+	}
+	// Keep gt+1 and lt-1 from overflowing (gt=MaxInt64 must select nothing,
+	// not wrap around to everything).
+	if o.Gt != nil && *o.Gt == math.MaxInt64 {
+		o.Gt = flume.At(math.MaxInt64 - 1)
+	}
+	if o.Lt != nil && *o.Lt == math.MinInt64 {
+		o.Lt = flume.At(math.MinInt64 + 1)
 	}
 	return o, nil
 }

@@ -201,6 +201,11 @@ func TestStreamRanges(t *testing.T) {
 		{"limit=2&gt=0", []int{1, 2}},
 		{"gt=20", nil},
 		{"live=false&gt=8", []int{9}},
+		{"gt=9223372036854775807", nil},
+		{"lt=-9223372036854775808", nil},
+		{"lt=0", nil},
+		{"gte=-5&lt=1", []int{0}},
+		{"reverse=true&lt=-9223372036854775808", nil},
 	}
 	for _, tc := range cases {
 		t.Run(tc.query, func(t *testing.T) {
