@@ -52,15 +52,20 @@ func runNetRound(t testing.TB, kind logKind, seed int64, d time.Duration) netRou
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	wg := c.runAppenders(ctx, 4, fmt.Sprintf("s%d", seed))
+	t0 := time.Now()
 	faults := c.injectFaults(ctx, rnd)
 	wg.Wait()
+	t1 := time.Now()
 	c.healAll()
 	var res netRoundResult
 	res.faults = faults
 	if err := c.waitCaughtUp(15 * time.Second); err != nil {
 		res.violations = append(res.violations, checker.Violation{Kind: "caught-up", Detail: err.Error()})
 	}
+	t2 := time.Now()
 	rep := c.check(checker.Options{RequireCaughtUp: true})
+	t.Logf("round %d: faults+appends %v, appenders stopped after %v, catch-up %v, check %v",
+		seed, d, t1.Sub(t0).Round(time.Millisecond), t2.Sub(t1).Round(time.Millisecond), time.Since(t2).Round(time.Millisecond))
 	res.violations = append(res.violations, rep.Violations...)
 	res.verified = rep.EntriesVerified
 	res.acked = c.acked.Load()

@@ -386,17 +386,22 @@ func checkPrefix(r *Report, p, f Replica, o Options) {
 	}
 }
 
-// checkSync: an OK append with k > 0 is held by >= k followers in every cut
-// taken after it returned.
+// checkSync: an OK append with k > 0 is held by >= k followers in the first
+// cut taken after it returned and in the last cut. (A follower's durable
+// position never goes back, so the first cut after the return is the
+// strongest test; the last one catches a follower that lost entries later.)
 func checkSync(r *Report, ops []Op, cuts []Cut) {
+	cuts = append([]Cut(nil), cuts...)
+	sort.SliceStable(cuts, func(i, j int) bool { return cuts[i].At.Before(cuts[j].At) })
 	for _, op := range ops {
 		if op.Outcome != OK || op.SyncReplicas <= 0 {
 			continue
 		}
-		for _, c := range cuts {
-			if c.At.Before(op.End) {
-				continue
-			}
+		i := sort.Search(len(cuts), func(i int) bool { return !cuts[i].At.Before(op.End) })
+		if i == len(cuts) {
+			continue
+		}
+		for _, c := range []Cut{cuts[i], cuts[len(cuts)-1]} {
 			held := 0
 			for _, s := range c.Since {
 				if s >= op.Seq {
