@@ -215,6 +215,15 @@ func (f *Follower) session() (streamed bool, err error) {
 	f.setState(StateHandshake, true, nil)
 	remote, d, err := f.handshake(w)
 	if err != nil {
+		if _, ok := conn.(*tls.Conn); ok && !permanent(err) {
+			// With TLS 1.3 a server that rejects the client's certificate
+			// says so with an alert at the first read.
+			var oe *net.OpError
+			if errors.As(err, &oe) && oe.Op == "remote error" {
+				f.stats.authFailures.Add(1)
+				err = fmt.Errorf("%w: the primary rejected this follower's TLS credentials: %v", ErrAuth, oe.Err)
+			}
+		}
 		return false, err
 	}
 	if d.AdoptID {
@@ -245,14 +254,8 @@ func (f *Follower) session() (streamed bool, err error) {
 	cancel()
 	w.stopReads()
 	wg.Wait()
-	for {
-		select {
-		case b := <-s.appendCh:
-			b.release()
-			continue
-		default:
-		}
-		break
+	for b := range s.appendCh { // left over if the appender failed
+		b.release()
 	}
 	if e := s.err(); e != nil {
 		err = e
@@ -273,7 +276,7 @@ func (f *Follower) session() (streamed bool, err error) {
 // Hellos.
 func (f *Follower) handshake(w *wire) (Hello, Decision, error) {
 	w.c.SetDeadline(time.Now().Add(f.opts.DeadAfter))
-	defer w.c.SetDeadline(time.Time{})
+	defer w.clearDeadlines()
 	hasSecret := len(f.opts.Secret) > 0
 	nonce := randomNonce()
 	w.out = appendPreamble(w.out[:0], Version)
@@ -426,6 +429,7 @@ func (s *fsession) signal() {
 // and hands batches to the appender.
 func (s *fsession) readLoop(next int64) {
 	f := s.f
+	defer close(s.appendCh)
 	for {
 		b := rxPool.Get().(*rxBatch)
 		t, body, err := s.w.read(b.body)
@@ -498,10 +502,10 @@ func (s *fsession) appendLoop() {
 	var merged []flume.Entry
 	var held []*rxBatch
 	for {
-		var b *rxBatch
-		select {
-		case b = <-s.appendCh:
-		case <-s.ctx.Done():
+		// Batches already verified are appended even when the reader
+		// has failed since: the channel is closed after the last one.
+		b, ok := <-s.appendCh
+		if !ok {
 			return
 		}
 		held = append(held[:0], b)
@@ -509,7 +513,10 @@ func (s *fsession) appendLoop() {
 	drain:
 		for len(merged) < 64<<10 {
 			select {
-			case b := <-s.appendCh:
+			case b, ok := <-s.appendCh:
+				if !ok {
+					break drain
+				}
 				held = append(held, b)
 				merged = append(merged, b.entries...)
 			default:
@@ -518,6 +525,20 @@ func (s *fsession) appendLoop() {
 		}
 		err := f.db.AppendReplicated(merged)
 		last := merged[len(merged)-1].Seq
+		if err != nil && len(held) > 1 {
+			// Keep the good prefix: retry batch by batch.
+			last = -2
+			for _, b := range held {
+				if err = f.db.AppendReplicated(b.entries); err != nil {
+					break
+				}
+				last = b.entries[len(b.entries)-1].Seq
+			}
+			if last > -2 {
+				s.durable.Store(last)
+				s.signal()
+			}
+		}
 		clear(merged)
 		for _, b := range held {
 			b.release()

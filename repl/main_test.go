@@ -143,3 +143,5 @@ func eventually(t testing.TB, what string, cond func() bool) {
 		time.Sleep(2 * time.Millisecond)
 	}
 }
+
+func newMemLog() flume.Log { return memlog.New() }

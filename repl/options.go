@@ -243,6 +243,17 @@ func (w *wire) refreshRead() {
 	w.c.SetReadDeadline(now.Add(w.deadAfter))
 }
 
+// clearDeadlines removes the handshake's deadlines; the next read sets a
+// fresh read deadline.
+func (w *wire) clearDeadlines() {
+	w.dl.Lock()
+	defer w.dl.Unlock()
+	if !w.dl.stopped {
+		w.c.SetDeadline(time.Time{})
+		w.dl.set = time.Time{}
+	}
+}
+
 // stopReads makes pending and future reads fail at once.
 func (w *wire) stopReads() {
 	w.dl.Lock()

@@ -305,7 +305,7 @@ func (p *Primary) serveConn(conn net.Conn) (err error) {
 // handshake authenticates the follower and runs the Hello exchange.
 func (p *Primary) handshake(w *wire, addr string) (Hello, Decision, error) {
 	w.c.SetDeadline(time.Now().Add(p.opts.DeadAfter))
-	defer w.c.SetWriteDeadline(time.Time{})
+	defer w.clearDeadlines()
 	ver, err := w.mr.readPreamble()
 	if err != nil {
 		return Hello{}, Decision{}, err
@@ -413,7 +413,6 @@ func (p *Primary) handshake(w *wire, addr string) (Hello, Decision, error) {
 	if err := w.flush(); err != nil {
 		return Hello{}, Decision{}, err
 	}
-	w.c.SetDeadline(time.Time{})
 	return remote, d, nil
 }
 
