@@ -15,7 +15,15 @@ import (
 var seedFlag = flag.Int64("seed", 0, "seed for the randomized tests (0: derive from the clock); every test prints the seed it used")
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	removeBinary()
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: errors on successful test run: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 // testSeed returns the -seed flag or a clock-derived seed, and logs it with

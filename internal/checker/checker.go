@@ -155,9 +155,14 @@ type Replica struct {
 // Cut is a set of follower positions, each observed at or after At. Since
 // a follower's durable position never goes back, a follower whose position
 // in a Cut is below seq did not hold seq at At.
+//
+// A Cut may observe only some followers (e.g. the one just killed, read from
+// its data directory): Total is then the number of followers, and the ones
+// not observed are assumed to hold everything.
 type Cut struct {
 	At    time.Time
 	Since map[string]int64 // follower name → observed since
+	Total int              // followers in all; 0 means len(Since)
 }
 
 // Options tune Check.
@@ -402,7 +407,7 @@ func checkSync(r *Report, ops []Op, cuts []Cut) {
 			continue
 		}
 		for _, c := range []Cut{cuts[i], cuts[len(cuts)-1]} {
-			held := 0
+			held := max(c.Total-len(c.Since), 0)
 			for _, s := range c.Since {
 				if s >= op.Seq {
 					held++

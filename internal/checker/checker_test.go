@@ -173,6 +173,12 @@ func TestBrokenHistoriesFail(t *testing.T) {
 			cut := Cut{At: at(26), Since: map[string]int64{"f1": 2, "f2": 1}}
 			return Check(ops, build(t, "p", id, vals(3)...), nil, []Cut{cut}, Options{})
 		}},
+		{"sync k=2 append missing on a follower read alone after a crash", "sync", func() *Report {
+			ops := okOps(3)
+			ops[2].SyncReplicas = 2
+			cut := Cut{At: at(26), Since: map[string]int64{"f2": 1}, Total: 2}
+			return Check(ops, build(t, "p", id, vals(3)...), nil, []Cut{cut}, Options{})
+		}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

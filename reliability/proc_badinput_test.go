@@ -1,0 +1,287 @@
+package reliability
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+)
+
+// metric reads one un-labelled value from a node's /metrics.
+func (pc *procCluster) metric(n *node, name string) (float64, error) {
+	resp, err := pc.request(context.Background(), "GET", "http://"+n.httpAddr+"/metrics", nil)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			return strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return 0, err
+	}
+	return 0, fmt.Errorf("metric %s not in /metrics of %s", name, n.name)
+}
+
+// rawHTTP writes b to addr on a fresh connection and returns what the
+// server answered before closing (or the deadline).
+func rawHTTP(addr string, b []byte, d time.Duration) (string, error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(d))
+	c.Write(b)
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.CloseWrite()
+	}
+	out, err := io.ReadAll(c)
+	return string(out), err
+}
+
+// TestProcessBadInput: while a legitimate client keeps appending to a real
+// primary (with a follower), hostile input arrives at both ports: random
+// bytes and broken requests to the HTTP port, malformed API requests,
+// missing and wrong bearer tokens, garbage to the replication port, and a
+// follower process with the wrong secret. The server answers each with a
+// 4xx (never a 5xx), keeps serving, counts the auth failures in /metrics,
+// and stores nothing but the legitimate appends: the history checker holds
+// on the live HTTP view and on the data directories, and the chain hash at
+// the position seen before the attack is unchanged.
+func TestProcessBadInput(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes; skipped under -short")
+	}
+	seed := testSeed(t)
+	rnd := rand.New(rand.NewSource(seed))
+	pc := newProcCluster(t, procConfig{followers: 1, k: 0})
+	ctx, cancel := context.WithCancel(context.Background())
+	wg := pc.runClients(ctx, 2, fmt.Sprintf("b%d", seed))
+	defer func() { cancel(); wg.Wait() }()
+	target := pc.acked.Load() + 20
+	waitFor(10*time.Second, func() bool { return pc.acked.Load() >= target })
+	before, err := pc.status(pc.primary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	http0 := pc.primary.httpAddr
+	base := "http://" + http0
+
+	// A slow client that never finishes its headers: closed by the
+	// server's header timeout, checked at the end.
+	slow, err := net.Dial("tcp", http0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	slow.Write([]byte("POST /log HTTP/1.1\r\nHost: x\r\nAuthoriz"))
+	slowStart := time.Now()
+
+	// 1. Raw bytes to the HTTP port.
+	for i := 0; i < 30; i++ {
+		var b []byte
+		switch i % 5 {
+		case 0:
+			b = make([]byte, 1+rnd.Intn(16<<10))
+			rnd.Read(b)
+		case 1:
+			b = []byte("GARBAGE / HTTP/9.9\r\n\r\n")
+		case 2:
+			b = []byte("POST /log HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + pc.secret + "\r\nContent-Length: 99999999999\r\n\r\n{\"a\":")
+		case 3:
+			b = []byte("POST /log HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + pc.secret + "\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnot-hex\r\n")
+		case 4:
+			b = []byte("GET /log HTTP/1.1\r\nHost: x\r\n" + strings.Repeat("X-Flood: "+strings.Repeat("a", 1000)+"\r\n", 2000) + "\r\n")
+		}
+		out, err := rawHTTP(http0, b, 5*time.Second)
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("raw input %d: server kept the connection open 5s after we stopped sending", i)
+		}
+		if strings.HasPrefix(out, "HTTP/1.1 5") || strings.HasPrefix(out, "HTTP/1.1 2") {
+			t.Errorf("raw input %d (%.40q): answered %.60q, want a 4xx or a close", i, b, out)
+		}
+	}
+
+	// 2. Malformed API requests, each with the status it must get.
+	authFailures := 0
+	cases := []struct {
+		method, path, ctype, body string
+		token                     string // "" = the right one, "-" = none
+		want                      int
+	}{
+		{"POST", "/log", "application/json", `{"a":`, "", 400},
+		{"POST", "/log", "application/json", ``, "", 400},
+		{"POST", "/log", "application/json", `{"a":1} {"b":2}`, "", 400},
+		{"POST", "/log", "application/x-ndjson", "{\"ok\":1}\n{bad\n", "", 400},
+		{"POST", "/log", "application/json", "\xff\xfe", "", 400},
+		{"GET", "/log/abc", "", "", "", 400},
+		{"GET", "/log/-1", "", "", "", 400},
+		{"GET", "/log/99999999999999", "", "", "", 404},
+		{"GET", "/log?gt=abc", "", "", "", 400},
+		{"GET", "/log?limit=-5", "", "", "", 400},
+		{"GET", "/log?reverse=true&live=true", "", "", "", 400},
+		{"DELETE", "/log", "", "", "", 405},
+		{"GET", "/nope", "", "", "", 404},
+		{"POST", "/log", "application/json", `{"sneaky":1}`, "-", 401},
+		{"POST", "/log", "application/json", `{"sneaky":2}`, "wrong", 401},
+		{"GET", "/status", "", "", "Bearer", 401},
+	}
+	for _, tc := range cases {
+		req, _ := http.NewRequest(tc.method, base+tc.path, strings.NewReader(tc.body))
+		if tc.ctype != "" {
+			req.Header.Set("Content-Type", tc.ctype)
+		}
+		switch tc.token {
+		case "":
+			req.Header.Set("Authorization", "Bearer "+pc.secret)
+		case "-":
+		default:
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+			authFailures++
+		}
+		if tc.token == "-" {
+			authFailures++
+		}
+		resp, err := pc.client.Do(req)
+		if err != nil {
+			t.Errorf("%s %s: %v", tc.method, tc.path, err)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s %q: got %d %s, want %d", tc.method, tc.path, tc.body, resp.StatusCode, b, tc.want)
+		}
+	}
+
+	// 3. Garbage to the replication port.
+	for i := 0; i < 24; i++ {
+		kind, b := garbage(rnd, i)
+		c, err := net.Dial("tcp", pc.primary.replAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write(b)
+		_, err = io.Copy(io.Discard, c)
+		c.Close()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("repl garbage %s: primary kept the connection open 10s", kind)
+		}
+	}
+
+	// 4. A follower process with the wrong secret is refused and counted.
+	replAuth0, err := pc.metric(pc.primary, "flume_repl_auth_failures_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongSecret := filepath.Join(pc.dir, "wrong-secret")
+	os.WriteFile(wrongSecret, []byte("not-the-secret\n"), 0o600)
+	intruder := &node{name: "intruder", follow: pc.primary.replAddr, data: filepath.Join(pc.dir, "intruder"),
+		logPath: filepath.Join(pc.dir, "intruder.log"), httpAddr: freePort(t),
+		extra: []string{"--secret-file", wrongSecret, "--log-level", "warn"}}
+	pc.start(intruder)
+	defer pc.stop(intruder)
+	pc.waitHealthy(intruder)
+	if !waitFor(10*time.Second, func() bool {
+		v, err := pc.metric(pc.primary, "flume_repl_auth_failures_total")
+		return err == nil && v > replAuth0
+	}) {
+		t.Errorf("primary did not count the wrong-secret follower in flume_repl_auth_failures_total")
+	}
+	// The intruder learned nothing (its own API takes its own secret).
+	ist := func() (int64, string) {
+		req, _ := http.NewRequest("GET", "http://"+intruder.httpAddr+"/status", nil)
+		req.Header.Set("Authorization", "Bearer not-the-secret")
+		resp, err := pc.client.Do(req)
+		if err != nil {
+			return -2, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return parseSince(b), string(b)
+	}
+	if s, body := ist(); s != -1 {
+		t.Errorf("wrong-secret follower has since %d, want -1 (learned nothing): %s", s, body)
+	}
+
+	// The legitimate client kept working throughout.
+	target = pc.acked.Load() + 20
+	if !waitFor(10*time.Second, func() bool { return pc.acked.Load() >= target }) {
+		t.Errorf("legitimate appends stalled after the hostile input")
+	}
+	cancel()
+	wg.Wait()
+
+	httpAuth, err := pc.metric(pc.primary, "flume_http_auth_failures_total")
+	if err != nil {
+		t.Error(err)
+	} else if int(httpAuth) < authFailures {
+		t.Errorf("flume_http_auth_failures_total = %v, want >= %d", httpAuth, authFailures)
+	}
+
+	// The slow client is cut off by the header timeout.
+	slow.SetReadDeadline(slowStart.Add(20 * time.Second))
+	if _, err := io.ReadAll(slow); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			t.Errorf("a client that never finished its headers was kept for 20s")
+		}
+	}
+
+	for _, w := range pc.weird {
+		t.Errorf("unexpected response to a legitimate append: %s", w)
+	}
+	if err := pc.waitCaughtUp(20 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if rep := pc.checkLive(); !rep.OK() {
+		t.Fatal(rep.Err())
+	}
+	pc.stop(intruder)
+	off := pc.checkOffline()
+	if !off.OK() {
+		t.Fatal(off.Err())
+	}
+	// The history before the attack is unchanged: same chain hash there.
+	p, err := readOffline("primary", pc.primary.data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Since >= 0 && p.Entries[before.Since].Hash != before.Hash {
+		t.Fatalf("chain hash at %d changed from %s to %s", before.Since, before.Hash, p.Entries[before.Since].Hash)
+	}
+	t.Logf("hostile input done; %d appends acknowledged, %d entries verified, %d HTTP auth failures counted",
+		pc.acked.Load(), off.EntriesVerified, int(httpAuth))
+}
+
+// parseSince extracts "since" from a /status body (-2 if absent).
+func parseSince(b []byte) int64 {
+	var st struct {
+		Since *int64 `json:"since"`
+	}
+	if json.Unmarshal(b, &st) != nil || st.Since == nil {
+		return -2
+	}
+	return *st.Since
+}
