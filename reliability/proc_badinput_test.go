@@ -16,7 +16,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
 )
 
 // metric reads one un-labelled value from a node's /metrics.
