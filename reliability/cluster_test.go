@@ -270,16 +270,26 @@ func (c *cluster) check(o checker.Options) *checker.Report {
 // faultKinds are the network faults the injector picks from.
 var faultKinds = []string{"delay", "throttle", "cut", "blackhole", "blackhole-acks", "pause", "reset", "corrupt"}
 
-// injectFaults applies random faults (seeded by rnd) to the followers'
-// proxies until ctx ends: each fault hits one follower or, one time in
-// three, all of them, and lasts 30–300ms. It returns the faults applied by
-// kind.
+// injectFaults applies random faults to the followers' proxies until ctx
+// ends; see injectProxyFaults.
 func (c *cluster) injectFaults(ctx context.Context, rnd *rand.Rand) map[string]int {
+	ps := make([]*netproxy.Proxy, len(c.fs))
+	for i, m := range c.fs {
+		ps[i] = m.proxy
+	}
+	return injectProxyFaults(ctx, rnd, ps)
+}
+
+// injectProxyFaults applies random faults (seeded by rnd) to proxies until
+// ctx ends: each fault hits one proxy or, one time in three, all of them,
+// and lasts 30–300ms, then they are healed. It returns the faults applied
+// by kind.
+func injectProxyFaults(ctx context.Context, rnd *rand.Rand, proxies []*netproxy.Proxy) map[string]int {
 	counts := make(map[string]int)
 	for ctx.Err() == nil {
-		targets := []*member{c.fs[rnd.Intn(len(c.fs))]}
+		targets := []*netproxy.Proxy{proxies[rnd.Intn(len(proxies))]}
 		if rnd.Intn(3) == 0 {
-			targets = c.fs
+			targets = proxies
 		}
 		kind := faultKinds[rnd.Intn(len(faultKinds))]
 		hold := time.Duration(30+rnd.Intn(270)) * time.Millisecond
@@ -288,8 +298,7 @@ func (c *cluster) injectFaults(ctx context.Context, rnd *rand.Rand) map[string]i
 		delay := time.Duration(rnd.Intn(80)) * time.Millisecond
 		jitter := time.Duration(rnd.Intn(20)) * time.Millisecond
 		flipAt := rnd.Intn(4096)
-		for _, m := range targets {
-			p := m.proxy
+		for _, p := range targets {
 			switch kind {
 			case "delay":
 				p.Delay(delay, jitter)
@@ -327,8 +336,8 @@ func (c *cluster) injectFaults(ctx context.Context, rnd *rand.Rand) map[string]i
 		case <-ctx.Done():
 			t.Stop()
 		}
-		for _, m := range targets {
-			m.proxy.Heal()
+		for _, p := range targets {
+			p.Heal()
 		}
 	}
 	return counts

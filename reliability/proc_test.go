@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/flume-go/flume/internal/checker"
+	"github.com/flume-go/flume/internal/netproxy"
 	"github.com/flume-go/flume/server"
 )
 
@@ -104,6 +105,7 @@ type procCluster struct {
 	k         int // --sync-replicas on the primary
 	primary   *node
 	followers []*node
+	proxies   []*netproxy.Proxy // per follower, when procConfig.proxied
 	client    *http.Client
 
 	hist   checker.History
@@ -120,6 +122,9 @@ type procConfig struct {
 	k           int
 	syncTimeout time.Duration
 	fsync       string
+	// proxied puts a netproxy between each follower and the primary.
+	proxied bool
+	seed    int64
 }
 
 func newProcCluster(t testing.TB, cfg procConfig) *procCluster {
@@ -143,6 +148,15 @@ func newProcCluster(t testing.TB, cfg procConfig) *procCluster {
 	nodes := []*node{pc.primary}
 	for i := 0; i < cfg.followers; i++ {
 		f := &node{name: fmt.Sprintf("f%d", i+1), follow: pc.primary.replAddr, extra: common}
+		if cfg.proxied {
+			px, err := netproxy.New(pc.primary.replAddr, &netproxy.Options{Seed: cfg.seed + int64(i), ChunkSize: 4 << 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { px.Close() })
+			pc.proxies = append(pc.proxies, px)
+			f.follow = px.Addr()
+		}
 		pc.followers = append(pc.followers, f)
 		nodes = append(nodes, f)
 	}
@@ -524,6 +538,7 @@ func (pc *procCluster) crashPrimary(pause time.Duration) {
 // procRoundResult summarises one process-crash round.
 type procRoundResult struct {
 	kills      int
+	faults     map[string]int
 	acked      int64
 	verified   int
 	violations []checker.Violation
@@ -533,13 +548,26 @@ type procRoundResult struct {
 // runProcRound runs a primary and two followers (k=1, fsync always) with
 // four HTTP clients, kills a random node with SIGKILL `crashes` times at
 // random moments, restarts it, then waits for catch-up and checks the live
-// HTTP view and the stopped data directories.
-func runProcRound(t testing.TB, seed int64, crashes int) procRoundResult {
+// HTTP view and the stopped data directories. With netFaults the followers
+// reach the primary through fault proxies and random network faults run
+// all along.
+func runProcRound(t testing.TB, seed int64, crashes int, netFaults bool) procRoundResult {
 	t.Helper()
 	rnd := rand.New(rand.NewSource(seed))
-	pc := newProcCluster(t, procConfig{followers: 2, k: 1})
+	pc := newProcCluster(t, procConfig{followers: 2, k: 1, proxied: netFaults, seed: seed})
 	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	wg := pc.runClients(ctx, 4, fmt.Sprintf("p%d", seed))
+	var res procRoundResult
+	fctx, fcancel := context.WithCancel(context.Background())
+	defer fcancel()
+	fdone := make(chan map[string]int, 1)
+	if netFaults {
+		frnd := rand.New(rand.NewSource(rnd.Int63()))
+		go func() { fdone <- injectProxyFaults(fctx, frnd, pc.proxies) }()
+	} else {
+		fdone <- nil
+	}
 	for i := 0; i < crashes; i++ {
 		// A random moment: wait until some more appends were acknowledged
 		// (an event), then a random extra delay.
@@ -553,12 +581,16 @@ func runProcRound(t testing.TB, seed int64, crashes int) procRoundResult {
 			pc.crashFollower(pc.followers[victim-1], pause)
 		}
 	}
+	fcancel()
+	res.faults = <-fdone
+	for _, p := range pc.proxies {
+		p.Heal()
+	}
 	// Let the restarted cluster take appends again before stopping.
 	target := pc.acked.Load() + 50
 	waitFor(10*time.Second, func() bool { return pc.acked.Load() >= target })
 	cancel()
 	wg.Wait()
-	var res procRoundResult
 	res.kills = int(pc.kills.Load())
 	if err := pc.waitCaughtUp(20 * time.Second); err != nil {
 		res.violations = append(res.violations, checker.Violation{Kind: "caught-up", Detail: err.Error()})
@@ -577,14 +609,24 @@ func runProcRound(t testing.TB, seed int64, crashes int) procRoundResult {
 	pc.mu.Lock()
 	res.weird = append(res.weird, pc.weird...)
 	pc.mu.Unlock()
-	t.Logf("round %d: kills %d, appends sent %d, acknowledged %d, not-replicated %d, unknown %d, refused %d, entries verified %d, violations %d",
-		seed, res.kills, pc.hist.Len(), res.acked, pc.hist.Count(checker.NotReplicated), pc.hist.Count(checker.Unknown),
+	nf := 0
+	for _, v := range res.faults {
+		nf += v
+	}
+	t.Logf("round %d: kills %d, network faults %d, appends sent %d, acknowledged %d, not-replicated %d, unknown %d, refused %d, entries verified %d, violations %d",
+		seed, res.kills, nf, pc.hist.Len(), res.acked, pc.hist.Count(checker.NotReplicated), pc.hist.Count(checker.Unknown),
 		pc.hist.Count(checker.Failed), res.verified, len(res.violations))
 	return res
 }
 
+// procRoundCrashes is the number of kill -9s in a process round
+// (TestProcessCrash and each process round of the soak, so that a soak seed
+// replays through TestProcessCrash).
+const procRoundCrashes = 4
+
 // TestProcessCrash: real processes, SIGKILL of the primary or a follower at
-// random moments, restart; acknowledged appends survive with their seqs,
+// random moments, restart, with network faults between the followers and
+// the primary; acknowledged appends survive with their seqs,
 // followers are prefixes and catch up, no duplicates or gaps, and a k=1
 // append acknowledged before a follower crash is in that follower's data
 // directory whenever it was the only one that could have acked it.
@@ -593,7 +635,7 @@ func TestProcessCrash(t *testing.T) {
 		t.Skip("runs real processes; skipped under -short")
 	}
 	seed := testSeed(t)
-	res := runProcRound(t, seed, 4)
+	res := runProcRound(t, seed, procRoundCrashes, true)
 	for _, v := range res.violations {
 		t.Errorf("violation: %v", v)
 	}
