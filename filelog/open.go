@@ -1,0 +1,326 @@
+package filelog
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/vfs"
+)
+
+// OpenReport says what Open found and did.
+type OpenReport struct {
+	Dir      string
+	Created  bool  // the log was new
+	Segments int   // segment files
+	LastSeq  int64 // Since() after open
+	// ScannedBytes is how much of the log recovery read: the active
+	// segment plus any segment whose index had to be rebuilt.
+	ScannedBytes int64
+	// RebuiltIndexes lists sealed segments whose index was missing or bad
+	// and was rebuilt by scanning the segment.
+	RebuiltIndexes []string
+	// TruncatedFile, TruncatedAt and TruncatedBytes describe a torn tail cut
+	// off the last segment (TruncatedBytes == 0: none). In a read-only open
+	// the tail is only ignored, not cut.
+	TruncatedFile   string
+	TruncatedAt     int64
+	TruncatedBytes  int64
+	TruncatedReason string
+	Duration        time.Duration
+}
+
+// Open opens the log in dir, creating it if needed, and recovers it: a torn
+// tail of the last segment is truncated (see OpenReport), corruption before
+// the tail is a *flume.CorruptionError. A second Open of the same dir
+// (this process or another) fails with an error wrapping flume.ErrLocked.
+func Open(dir string, opts *Options) (*Log, error) {
+	o, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	start := time.Now()
+	fsys := o.FS
+	if o.ReadOnly {
+		if _, err := fsys.Stat(dir); err != nil {
+			return nil, fmt.Errorf("filelog: open %s: %w", dir, err)
+		}
+	} else if err := fsys.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("filelog: create %s: %w", dir, err)
+	}
+	lockPath := filepath.Join(dir, lockName)
+	lk, err := fsys.Lock(lockPath)
+	if err != nil {
+		if errors.Is(err, vfs.ErrLocked) {
+			return nil, fmt.Errorf("filelog: %s: %w", lockPath, flume.ErrLocked)
+		}
+		return nil, fmt.Errorf("filelog: lock %s: %w", lockPath, err)
+	}
+	l := &Log{dir: dir, opts: o, fs: fsys, lock: lk, logger: o.Logger, hasher: newChainHasher()}
+	l.report.Dir = dir
+	if err := l.recover(); err != nil {
+		l.closeFiles()
+		lk.Close()
+		return nil, err
+	}
+	l.report.Duration = time.Since(start)
+	l.report.LastSeq = l.since
+	l.sinceA.Store(l.since)
+	l.enc = encState{since: l.since, head: l.head, size: l.pubSize}
+	if !o.ReadOnly && o.Sync == SyncInterval {
+		ctx, cancel := context.WithCancel(context.Background())
+		l.cancel = cancel
+		l.wg.Add(1)
+		go l.syncLoop(ctx)
+	}
+	l.logger.Info("filelog: opened", "dir", dir, "since", l.since, "segments", l.report.Segments,
+		"scanned_bytes", l.report.ScannedBytes, "duration", l.report.Duration, "sync", o.Sync.String())
+	return l, nil
+}
+
+func (l *Log) recover() error {
+	names, err := l.fs.List(l.dir)
+	if err != nil {
+		return fmt.Errorf("filelog: list %s: %w", l.dir, err)
+	}
+	var bases []int64
+	idx := map[int64]bool{}
+	for _, n := range names {
+		switch {
+		case strings.HasSuffix(n, tmpExt):
+			if !l.opts.ReadOnly {
+				l.fs.Remove(filepath.Join(l.dir, n))
+			}
+		case strings.HasSuffix(n, segExt):
+			b, err := strconv.ParseInt(strings.TrimSuffix(n, segExt), 10, 64)
+			if err != nil || b < 0 || segName(b) != n {
+				return fmt.Errorf("filelog: unexpected file %s in %s", n, l.dir)
+			}
+			bases = append(bases, b)
+		case strings.HasSuffix(n, idxExt):
+			b, err := strconv.ParseInt(strings.TrimSuffix(n, idxExt), 10, 64)
+			if err == nil {
+				idx[b] = true
+			}
+		}
+	}
+	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+
+	m, err := readMeta(l.fs, l.dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist) && len(bases) == 0 && !l.opts.ReadOnly:
+		m = meta{id: flume.NewLogID()}
+		if err := writeMeta(l.fs, l.dir, m); err != nil {
+			return err
+		}
+		l.report.Created = true
+	case errors.Is(err, fs.ErrNotExist) && len(bases) > 0:
+		return &flume.CorruptionError{Path: filepath.Join(l.dir, metaName), Offset: -1, Seq: -1, Reason: "META is missing but segments exist"}
+	case err != nil:
+		return err
+	}
+	l.id, l.epoch, l.genesis = m.id, m.epoch, flume.GenesisHash(m.id)
+
+	if len(bases) == 0 {
+		if l.opts.ReadOnly {
+			l.active = &segment{base: 0, path: filepath.Join(l.dir, segName(0)), fsys: l.fs}
+			l.segs = []*segment{l.active}
+			l.since, l.head = -1, l.genesis
+			return nil
+		}
+		s, err := l.createSegment(0)
+		if err != nil {
+			return err
+		}
+		l.segs, l.active = []*segment{s}, s
+		l.since, l.head = -1, l.genesis
+		l.report.Segments = 1
+		return nil
+	}
+	l.report.Segments = len(bases)
+
+	// Sealed segments: trust their index trailer (and file size), rebuild
+	// a missing or bad index by scanning.
+	next := bases[0]
+	if next != 0 {
+		return &flume.CorruptionError{Path: filepath.Join(l.dir, segName(bases[0])), Offset: 0, Seq: 0,
+			Reason: fmt.Sprintf("first segment starts at seq %d, not 0", bases[0])}
+	}
+	for _, b := range bases[:len(bases)-1] {
+		s := &segment{base: b, path: filepath.Join(l.dir, segName(b)), fsys: l.fs, sealed: true}
+		l.segs = append(l.segs, s)
+		if b != next {
+			return &flume.CorruptionError{Path: s.path, Offset: 0, Seq: next,
+				Reason: fmt.Sprintf("segment starts at seq %d but the previous one ends at %d", b, next-1)}
+		}
+		if err := l.loadSealed(s, idx[b]); err != nil {
+			return err
+		}
+		next = b + s.count
+	}
+	// The last segment is the active one: scan it.
+	b := bases[len(bases)-1]
+	s := &segment{base: b, path: filepath.Join(l.dir, segName(b)), fsys: l.fs}
+	l.segs = append(l.segs, s)
+	l.active = s
+	if b != next {
+		return &flume.CorruptionError{Path: s.path, Offset: 0, Seq: next,
+			Reason: fmt.Sprintf("segment starts at seq %d but the previous one ends at %d", b, next-1)}
+	}
+	if idx[b] && !l.opts.ReadOnly {
+		// An index of the last segment is stale (a crash between sealing and
+		// creating the next segment): the segment may grow again.
+		l.fs.Remove(filepath.Join(l.dir, idxName(b)))
+	}
+	var f vfs.File
+	if l.opts.ReadOnly {
+		f, err = l.fs.Open(s.path)
+	} else {
+		f, err = l.fs.OpenReadWrite(s.path)
+	}
+	if err != nil {
+		return fmt.Errorf("filelog: open segment: %w", err)
+	}
+	s.f = f
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("filelog: stat %s: %w", s.path, err)
+	}
+	size := st.Size()
+	res, err := scanSegment(f, b, size)
+	if err != nil {
+		return fmt.Errorf("filelog: read %s: %w", s.path, err)
+	}
+	l.report.ScannedBytes += size
+	if res.problem != nil {
+		torn := res.torn
+		if !torn && !errors.Is(res.problem, errSeq) {
+			// A bad frame is a torn tail only if nothing valid follows it.
+			rest := make([]byte, size-res.badOff-1)
+			if _, err := f.ReadAt(rest, res.badOff+1); err != nil && len(rest) > 0 {
+				return fmt.Errorf("filelog: read %s: %w", s.path, err)
+			}
+			torn = !validFrameAfter(rest, b+int64(len(res.offs))-1)
+		}
+		if !torn {
+			return &flume.CorruptionError{Path: s.path, Offset: res.badOff, Seq: b + int64(len(res.offs)),
+				Reason: res.problem.Error() + " (valid entries follow, so this is not a torn tail)"}
+		}
+		l.report.TruncatedFile = s.path
+		l.report.TruncatedAt = res.size
+		l.report.TruncatedBytes = size - res.size
+		l.report.TruncatedReason = res.problem.Error()
+		l.logger.Warn("filelog: truncating torn tail", "file", s.path, "offset", res.size,
+			"bytes", size-res.size, "reason", res.problem.Error(), "read_only", l.opts.ReadOnly)
+		if !l.opts.ReadOnly {
+			if err := f.Truncate(res.size); err != nil {
+				return fmt.Errorf("filelog: truncate torn tail of %s: %w", s.path, err)
+			}
+			if err := f.Sync(); err != nil {
+				return fmt.Errorf("filelog: sync %s: %w", s.path, err)
+			}
+		}
+	}
+	l.activeIdx = res.offs
+	l.pubSize = res.size
+	l.wsize = res.size
+	l.since = b + int64(len(res.offs)) - 1
+	switch {
+	case len(res.offs) > 0:
+		l.head = res.lastHash
+	case len(l.segs) > 1:
+		e, err := l.readEntry(l.segs[len(l.segs)-2], b-1)
+		if err != nil {
+			return err
+		}
+		l.head = e.Hash
+	default:
+		l.head = l.genesis
+	}
+	return nil
+}
+
+// loadSealed reads the index trailer of a sealed segment, or rebuilds the
+// index by scanning the segment.
+func (l *Log) loadSealed(s *segment, haveIdx bool) error {
+	st, err := l.fs.Stat(s.path)
+	if err != nil {
+		return fmt.Errorf("filelog: stat %s: %w", s.path, err)
+	}
+	if haveIdx {
+		count, size, err := readIndexTrailer(l.fs, s)
+		if err == nil && size == st.Size() {
+			s.count, s.size = count, size
+			return nil
+		}
+		reason := "segment size does not match its index"
+		if err != nil {
+			reason = err.Error()
+		}
+		l.logger.Warn("filelog: rebuilding index", "segment", s.path, "reason", reason)
+	}
+	f, err := s.file()
+	if err != nil {
+		return err
+	}
+	res, err := scanSegment(f, s.base, st.Size())
+	if err != nil {
+		return fmt.Errorf("filelog: read %s: %w", s.path, err)
+	}
+	l.report.ScannedBytes += st.Size()
+	if res.problem != nil {
+		return &flume.CorruptionError{Path: s.path, Offset: res.badOff, Seq: s.base + int64(len(res.offs)),
+			Reason: res.problem.Error() + " (in a sealed segment)"}
+	}
+	s.count, s.size = int64(len(res.offs)), res.size
+	l.report.RebuiltIndexes = append(l.report.RebuiltIndexes, s.path)
+	if !l.opts.ReadOnly {
+		if err := vfs.WriteFileAtomic(l.fs, filepath.Join(l.dir, idxName(s.base)), encodeIndex(s.base, res.offs, res.size)); err != nil {
+			return fmt.Errorf("filelog: write index: %w", err)
+		}
+	} else {
+		return fmt.Errorf("filelog: %s has no valid index; open it read-write once to rebuild it", s.path)
+	}
+	return nil
+}
+
+func readIndexTrailer(fsys vfs.FS, s *segment) (int64, int64, error) {
+	f, err := s.idxFile()
+	if err != nil {
+		return 0, 0, err
+	}
+	st, err := f.Stat()
+	if err != nil {
+		return 0, 0, err
+	}
+	if st.Size() < idxTrail {
+		return 0, 0, errors.New("index file too short")
+	}
+	t := make([]byte, idxTrail)
+	if _, err := f.ReadAt(t, st.Size()-idxTrail); err != nil {
+		return 0, 0, err
+	}
+	return decodeIndexTrailer(t, s.base, st.Size())
+}
+
+// createSegment creates an empty segment file for base and syncs the dir.
+func (l *Log) createSegment(base int64) (*segment, error) {
+	p := filepath.Join(l.dir, segName(base))
+	f, err := l.fs.Create(p)
+	if err != nil {
+		return nil, fmt.Errorf("filelog: create segment: %w", err)
+	}
+	if err := vfs.SyncDir(l.fs, l.dir); err != nil {
+		f.Close()
+		l.fs.Remove(p)
+		return nil, fmt.Errorf("filelog: sync dir: %w", err)
+	}
+	return &segment{base: base, path: p, f: f, fsys: l.fs}, nil
+}
