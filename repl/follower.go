@@ -243,9 +243,10 @@ func (f *Follower) session() (streamed bool, err error) {
 	f.setState(state, true, nil)
 	f.log.Info("repl: connected to primary", "from", d.From, "primary_since", remote.Since)
 
-	s := &fsession{f: f, w: w, ctx: ctx, cancel: cancel, sig: make(chan struct{}, 1), appendCh: make(chan *rxBatch, 8)}
+	s := &fsession{f: f, w: w, ctx: ctx, cancel: cancel, appendCh: make(chan *rxBatch, 8)}
 	s.durable.Store(d.From - 1)
 	s.received.Store(d.From - 1)
+	s.lastD, s.lastR, s.lastSend = d.From-1, d.From-1, time.Now()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); s.readLoop(d.From) }()
@@ -394,13 +395,16 @@ type fsession struct {
 	w        *wire
 	ctx      context.Context
 	cancel   context.CancelFunc
-	sig      chan struct{} // wakes the writer: progress to ack
 	appendCh chan *rxBatch
 
 	durable  atomic.Int64
 	received atomic.Int64
 	mu       sync.Mutex
 	firstErr error
+
+	wmu          sync.Mutex // serialises writes: acks (appender) and heartbeats (writer)
+	lastD, lastR int64      // last acked positions
+	lastSend     time.Time
 }
 
 func (s *fsession) fail(err error) {
@@ -416,13 +420,6 @@ func (s *fsession) err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.firstErr
-}
-
-func (s *fsession) signal() {
-	select {
-	case s.sig <- struct{}{}:
-	default:
-	}
 }
 
 // readLoop reads Entries and heartbeats, verifies framing, CRC and seqs,
@@ -461,8 +458,10 @@ func (s *fsession) readLoop(next int64) {
 			f.mu.Lock()
 			f.mu.primarySince = max(f.mu.primarySince, m.PrimarySince)
 			f.mu.Unlock()
+			// Received progress rides on the next durable ack or
+			// heartbeat; one ack per append keeps the primary's window
+			// moving without doubling the ack traffic.
 			s.received.Store(next - 1)
-			s.signal()
 			select {
 			case s.appendCh <- b:
 			case <-s.ctx.Done():
@@ -536,7 +535,7 @@ func (s *fsession) appendLoop() {
 			}
 			if last > -2 {
 				s.durable.Store(last)
-				s.signal()
+				s.sendProgress(false)
 			}
 		}
 		clear(merged)
@@ -552,7 +551,10 @@ func (s *fsession) appendLoop() {
 			return
 		}
 		s.durable.Store(last)
-		s.signal()
+		if err := s.sendProgress(false); err != nil {
+			s.fail(err)
+			return
+		}
 		f.mu.Lock()
 		caughtUp := last >= f.mu.primarySince && f.mu.state == StateCatchingUp
 		f.mu.Unlock()
@@ -562,37 +564,41 @@ func (s *fsession) appendLoop() {
 	}
 }
 
-// writeLoop sends acks when progress is made and heartbeats when quiet.
+// sendProgress sends an Ack if durable or received moved since the last
+// one, else (on a heartbeat tick, when quiet) a Heartbeat. The appender
+// calls it right after each append, so an ack costs no goroutine handoff.
+func (s *fsession) sendProgress(tick bool) error {
+	s.wmu.Lock()
+	defer s.wmu.Unlock()
+	d, r := s.durable.Load(), s.received.Load()
+	now := time.Now()
+	switch {
+	case d != s.lastD || r != s.lastR:
+		s.w.out = appendAck(s.w.out, ack{Durable: d, Received: max(r, d)})
+		s.lastD, s.lastR = d, r
+	case tick && now.Sub(s.lastSend) >= s.f.opts.Heartbeat/2:
+		s.w.out = appendHeartbeat(s.w.out, heartbeat{Since: d, UnixNano: now.UnixNano()})
+	default:
+		return nil
+	}
+	s.lastSend = now
+	return s.w.flush()
+}
+
+// writeLoop sends heartbeats (and any ack not yet sent) until the session
+// ends.
 func (s *fsession) writeLoop() error {
-	f, w := s.f, s.w
-	hb := time.NewTicker(f.opts.Heartbeat)
+	hb := time.NewTicker(s.f.opts.Heartbeat)
 	defer hb.Stop()
-	lastD, lastR := s.durable.Load(), s.received.Load()
-	lastSend := time.Now()
 	for {
-		var tick bool
 		select {
-		case <-s.sig:
 		case <-hb.C:
-			tick = true
+			if err := s.sendProgress(true); err != nil {
+				return err
+			}
 		case <-s.ctx.Done():
 			return nil
 		}
-		d, r := s.durable.Load(), s.received.Load()
-		now := time.Now()
-		switch {
-		case d != lastD || r != lastR:
-			w.out = appendAck(w.out, ack{Durable: d, Received: max(r, d)})
-			lastD, lastR = d, r
-		case tick && now.Sub(lastSend) >= f.opts.Heartbeat/2:
-			w.out = appendHeartbeat(w.out, heartbeat{Since: d, UnixNano: now.UnixNano()})
-		default:
-			continue
-		}
-		if err := w.flush(); err != nil {
-			return err
-		}
-		lastSend = now
 	}
 }
 

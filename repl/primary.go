@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"sort"
 	"sync"
 	"time"
@@ -117,6 +118,15 @@ func (p *Primary) trackLag(ch <-chan struct{}) {
 		var since int64
 		since, ch = p.db.Changed()
 		p.lag.record(since, time.Now())
+		// At most one record per millisecond: lag in seconds needs no
+		// finer grain, and a wake-up per append would cost the writers.
+		t := time.NewTimer(time.Millisecond)
+		select {
+		case <-t.C:
+		case <-p.ctx.Done():
+			t.Stop()
+			return
+		}
 	}
 }
 
@@ -247,8 +257,8 @@ func (p *Primary) serveConn(conn net.Conn) (err error) {
 				if p.ctx.Err() != nil {
 					return ErrServerClosed
 				}
+				p.log.Warn("repl: TLS handshake failed (authentication)", "remote", addr, "err", err)
 				p.stats.authFailures.Add(1)
-				p.log.Warn("repl: TLS handshake failed", "remote", addr, "err", err)
 				return fmt.Errorf("%w: TLS handshake with %s: %v", ErrAuth, addr, err)
 			}
 			conn = tc
@@ -358,8 +368,8 @@ func (p *Primary) handshake(w *wire, addr string) (Hello, Decision, error) {
 		}
 		err := peerError(m)
 		if errors.Is(err, ErrAuth) {
+			p.log.Warn("repl: authentication failed: the follower rejected the primary's proof", "remote", addr, "err", err)
 			p.stats.authFailures.Add(1)
-			p.log.Warn("repl: follower rejected the primary's proof", "remote", addr, "err", err)
 		}
 		return Hello{}, Decision{}, err
 	}
@@ -417,8 +427,8 @@ func (p *Primary) handshake(w *wire, addr string) (Hello, Decision, error) {
 }
 
 func (p *Primary) authFail(w *wire, addr string, err error) error {
-	p.stats.authFailures.Add(1)
 	p.log.Warn("repl: follower failed authentication", "remote", addr, "err", err)
+	p.stats.authFailures.Add(1)
 	msg := "authentication failed"
 	if errors.Is(err, ErrAuth) {
 		msg = err.Error()
@@ -712,6 +722,9 @@ func (s *session) sendLoop(from int64) error {
 		}
 		select {
 		case <-changed:
+			// Let the other writers of this wake-up publish too, so
+			// that concurrent appends leave in one batch.
+			runtime.Gosched()
 		case <-s.ackCh:
 		case now := <-hb.C:
 			if now.Sub(lastSend) >= p.opts.Heartbeat/2 {

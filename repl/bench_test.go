@@ -1,0 +1,195 @@
+package repl
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"runtime"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/memlog"
+)
+
+// benchDB opens a DB for benchmarks on the given log.
+func benchDB(b *testing.B, l flume.Log, opts *flume.Options) *flume.DB {
+	db, err := flume.Open(l, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	return db
+}
+
+func fill(b *testing.B, db *flume.DB, n, size int) {
+	val := bytes.Repeat([]byte{'v'}, size)
+	batch := make([][]byte, 4096)
+	for i := range batch {
+		batch[i] = val
+	}
+	for i := 0; i < n; i += len(batch) {
+		if _, _, err := db.AppendBatch(context.Background(), batch[:min(len(batch), n-i)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func benchOpts() *Options {
+	return &Options{Heartbeat: 100 * time.Millisecond, DeadAfter: 5 * time.Second}
+}
+
+// BenchmarkCatchUp replicates 1M entries into an empty follower over
+// loopback TCP. The primary's log is in memory; the follower's is memlog
+// (stores every entry) or sink (verifies CRC and chain, stores only the
+// head: the replication path alone).
+func BenchmarkCatchUp(b *testing.B) {
+	const n = 1 << 20
+	for _, c := range []struct {
+		size int
+		log  string
+	}{{100, "memlog"}, {1024, "memlog"}, {100, "sink"}, {1024, "sink"}} {
+		size := c.size
+		b.Run(fmt.Sprintf("size=%d/follower=%s", size, c.log), func(b *testing.B) {
+			pdb := benchDB(b, memlog.New(), nil)
+			fill(b, pdb, n, size)
+			_, addr := servePrimary(b, pdb, benchOpts())
+			b.SetBytes(int64(n * size))
+			b.ResetTimer()
+			var elapsed time.Duration
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				var fl flume.Log = memlog.New()
+				if c.log == "sink" {
+					fl = newSinkLog()
+				}
+				fdb := benchDB(b, fl, nil)
+				runtime.GC()
+				b.StartTimer()
+				t0 := time.Now()
+				f, err := NewFollower(fdb, addr, benchOpts())
+				if err != nil {
+					b.Fatal(err)
+				}
+				if err := fdb.WaitSince(context.Background(), n-1); err != nil {
+					b.Fatal(err)
+				}
+				elapsed += time.Since(t0)
+				b.StopTimer()
+				f.Close()
+				fdb.Close()
+				b.StartTimer()
+			}
+			sec := elapsed.Seconds()
+			b.ReportMetric(float64(n*b.N)/sec, "entries/s")
+			b.ReportMetric(float64(n*b.N*size)/sec/1e6, "MB/s")
+		})
+	}
+}
+
+func percentiles(d []time.Duration) (p50, p99 time.Duration) {
+	sort.Slice(d, func(i, j int) bool { return d[i] < d[j] })
+	return d[len(d)/2], d[len(d)*99/100]
+}
+
+// BenchmarkLiveLag measures append returns on the primary → entry readable
+// on the follower, one append at a time (async replication, memory logs).
+func BenchmarkLiveLag(b *testing.B) {
+	pdb := benchDB(b, memlog.New(), nil)
+	fdb := benchDB(b, memlog.New(), nil)
+	_, addr := servePrimary(b, pdb, benchOpts())
+	f, err := NewFollower(fdb, addr, benchOpts())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Ready(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	val := bytes.Repeat([]byte{'v'}, 100)
+	ctx := context.Background()
+	lat := make([]time.Duration, 0, b.N)
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		seq, err := pdb.Append(ctx, val)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		if err := fdb.WaitSince(ctx, seq); err != nil {
+			b.Fatal(err)
+		}
+		lat = append(lat, time.Since(t0))
+	}
+	b.StopTimer()
+	p50, p99 := percentiles(lat)
+	b.ReportMetric(float64(p50.Microseconds()), "p50-µs")
+	b.ReportMetric(float64(p99.Microseconds()), "p99-µs")
+}
+
+// syncLogs opens the primary's and follower's logs for the sync benchmark:
+// memory logs, or file logs with fsync on every append (see
+// bench_filelog_test.go).
+var (
+	syncLogKind = "memlog"
+	syncLogs    = func(b *testing.B) (primary, follower flume.Log) { return memlog.New(), memlog.New() }
+)
+
+// BenchmarkSyncAppend measures synchronous appends with k=1: latency of one
+// writer, and throughput of 64 concurrent writers (group commit).
+func BenchmarkSyncAppend(b *testing.B) {
+	for _, writers := range []int{1, 64} {
+		b.Run(fmt.Sprintf("log=%s/writers=%d", syncLogKind, writers), func(b *testing.B) {
+			pl, fl := syncLogs(b)
+			pdb := benchDB(b, pl, &flume.Options{SyncReplicas: 1, SyncTimeout: 10 * time.Second})
+			fdb := benchDB(b, fl, nil)
+			_, addr := servePrimary(b, pdb, benchOpts())
+			f, err := NewFollower(fdb, addr, benchOpts())
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			if err := f.Ready(context.Background()); err != nil {
+				b.Fatal(err)
+			}
+			val := bytes.Repeat([]byte{'v'}, 100)
+			ctx := context.Background()
+			var mu sync.Mutex
+			lat := make([]time.Duration, 0, b.N)
+			var wg sync.WaitGroup
+			per := (b.N + writers - 1) / writers
+			b.ResetTimer()
+			t0 := time.Now()
+			for w := 0; w < writers; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					mine := make([]time.Duration, 0, per)
+					for i := 0; i < per; i++ {
+						s := time.Now()
+						if _, err := pdb.Append(ctx, val); err != nil {
+							b.Error(err)
+							return
+						}
+						mine = append(mine, time.Since(s))
+					}
+					mu.Lock()
+					lat = append(lat, mine...)
+					mu.Unlock()
+				}()
+			}
+			wg.Wait()
+			el := time.Since(t0)
+			b.StopTimer()
+			if len(lat) == 0 {
+				b.Fatal("no appends")
+			}
+			p50, p99 := percentiles(lat)
+			b.ReportMetric(float64(p50.Microseconds()), "p50-µs")
+			b.ReportMetric(float64(p99.Microseconds()), "p99-µs")
+			b.ReportMetric(float64(len(lat))/el.Seconds(), "appends/s")
+		})
+	}
+}
