@@ -145,3 +145,17 @@ func eventually(t testing.TB, what string, cond func() bool) {
 }
 
 func newMemLog() flume.Log { return memlog.New() }
+
+// listenOn listens on addr again (a restarted primary), retrying briefly
+// while the old socket is released.
+func listenOn(addr string) (net.Listener, error) {
+	var err error
+	for i := 0; i < 100; i++ {
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", addr); err == nil {
+			return ln, nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return nil, err
+}
