@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/filelog"
 	"github.com/flume-go/flume/memlog"
 )
 
@@ -42,18 +43,22 @@ func benchOpts() *Options {
 }
 
 // BenchmarkCatchUp replicates 1M entries into an empty follower over
-// loopback TCP. The primary's log is in memory; the follower's is memlog
-// (stores every entry) or sink (verifies CRC and chain, stores only the
-// head: the replication path alone).
+// loopback TCP. follower=memlog: both logs in memory; file-never: both
+// file logs without fsync; sink: primary in memory, follower verifies CRC
+// and chain and stores only its head (the replication path alone).
 func BenchmarkCatchUp(b *testing.B) {
 	const n = 1 << 20
 	for _, c := range []struct {
 		size int
 		log  string
-	}{{100, "memlog"}, {1024, "memlog"}, {100, "sink"}, {1024, "sink"}} {
+	}{{100, "memlog"}, {1024, "memlog"}, {100, "file-never"}, {1024, "file-never"}, {100, "sink"}, {1024, "sink"}} {
 		size := c.size
 		b.Run(fmt.Sprintf("size=%d/follower=%s", size, c.log), func(b *testing.B) {
-			pdb := benchDB(b, memlog.New(), nil)
+			plog := "memlog"
+			if c.log == "file-never" {
+				plog = "file-never"
+			}
+			pdb := benchDB(b, benchLog(b, plog), nil)
 			fill(b, pdb, n, size)
 			_, addr := servePrimary(b, pdb, benchOpts())
 			b.SetBytes(int64(n * size))
@@ -61,9 +66,11 @@ func BenchmarkCatchUp(b *testing.B) {
 			var elapsed time.Duration
 			for i := 0; i < b.N; i++ {
 				b.StopTimer()
-				var fl flume.Log = memlog.New()
+				var fl flume.Log
 				if c.log == "sink" {
 					fl = newSinkLog()
+				} else {
+					fl = benchLog(b, c.log)
 				}
 				fdb := benchDB(b, fl, nil)
 				runtime.GC()
@@ -129,20 +136,37 @@ func BenchmarkLiveLag(b *testing.B) {
 	b.ReportMetric(float64(p99.Microseconds()), "p99-µs")
 }
 
-// syncLogs opens the primary's and follower's logs for the sync benchmark:
-// memory logs, or file logs with fsync on every append (see
-// bench_filelog_test.go).
-var (
-	syncLogKind = "memlog"
-	syncLogs    = func(b *testing.B) (primary, follower flume.Log) { return memlog.New(), memlog.New() }
-)
+// benchLog opens a log of kind memlog, or filelog with fsync policy
+// "always" or "never", in a temporary directory.
+func benchLog(b *testing.B, kind string) flume.Log {
+	switch kind {
+	case "memlog":
+		return memlog.New()
+	case "file-always", "file-never":
+		mode := filelog.SyncAlways
+		if kind == "file-never" {
+			mode = filelog.SyncNever
+		}
+		l, err := filelog.Open(b.TempDir(), &filelog.Options{Sync: mode})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return l
+	}
+	b.Fatalf("unknown log kind %q", kind)
+	return nil
+}
 
 // BenchmarkSyncAppend measures synchronous appends with k=1: latency of one
 // writer, and throughput of 64 concurrent writers (group commit).
 func BenchmarkSyncAppend(b *testing.B) {
-	for _, writers := range []int{1, 64} {
-		b.Run(fmt.Sprintf("log=%s/writers=%d", syncLogKind, writers), func(b *testing.B) {
-			pl, fl := syncLogs(b)
+	for _, c := range []struct {
+		log     string
+		writers int
+	}{{"memlog", 1}, {"memlog", 64}, {"file-always", 1}, {"file-always", 64}} {
+		writers := c.writers
+		b.Run(fmt.Sprintf("log=%s/writers=%d", c.log, writers), func(b *testing.B) {
+			pl, fl := benchLog(b, c.log), benchLog(b, c.log)
 			pdb := benchDB(b, pl, &flume.Options{SyncReplicas: 1, SyncTimeout: 10 * time.Second})
 			fdb := benchDB(b, fl, nil)
 			_, addr := servePrimary(b, pdb, benchOpts())
