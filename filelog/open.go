@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"path/filepath"
 	"sort"
@@ -200,11 +201,13 @@ func (l *Log) recover() error {
 	}
 	l.report.ScannedBytes += size
 	if res.problem != nil {
-		torn := res.torn
-		if !torn && !errors.Is(res.problem, errSeq) {
-			// A bad frame is a torn tail only if nothing valid follows it.
+		// A bad frame is a torn tail only if nothing valid follows it: a
+		// flipped length can make a mid-log frame look cut short too. A
+		// well-formed frame with the wrong seq is never a torn write.
+		torn := false
+		if !errors.Is(res.problem, errSeq) {
 			rest := make([]byte, size-res.badOff-1)
-			if _, err := f.ReadAt(rest, res.badOff+1); err != nil && len(rest) > 0 {
+			if _, err := f.ReadAt(rest, res.badOff+1); err != nil && err != io.EOF {
 				return fmt.Errorf("filelog: read %s: %w", s.path, err)
 			}
 			torn = !validFrameAfter(rest, b+int64(len(res.offs))-1)

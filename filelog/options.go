@@ -83,7 +83,7 @@ type Options struct {
 const (
 	defaultSegmentSize  = 64 << 20
 	defaultSyncInterval = 100 * time.Millisecond
-	minSegmentSize      = 4 << 10
+	minSegmentSize      = 1 << 10
 )
 
 func (o *Options) withDefaults() (Options, error) {
