@@ -758,3 +758,39 @@ func (c *gatedConn) Write(b []byte) (int, error) {
 	}
 	return c.Conn.Write(b)
 }
+
+// Close is prompt even when a follower stopped reading and the primary's
+// writes are blocked on it.
+func TestCloseWithStalledFollower(t *testing.T) {
+	pdb := newMemDB(t)
+	appendN(t, pdb, 1, "x")
+	opts := fastOpts()
+	opts.DeadAfter = 30 * time.Second
+	p, err := NewPrimary(pdb, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := listen(t)
+	done := make(chan error, 1)
+	go func() { done <- p.Serve(ln) }()
+	c, _ := net.Dial("tcp", ln.Addr().String())
+	raw := newRawPeer(t, c)
+	if _, _, err := raw.followerHandshake(nil, Hello{NodeID: "stalled", Since: -1}); err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte{'z'}, 64<<10)
+	for i := 0; i < 200; i++ { // 12.5 MiB: more than the socket buffers hold
+		if _, err := pdb.Append(context.Background(), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(50 * time.Millisecond)
+	t0 := time.Now()
+	p.Close()
+	if err := <-done; err != ErrServerClosed {
+		t.Fatalf("Serve: %v", err)
+	}
+	if d := time.Since(t0); d > 2*time.Second {
+		t.Fatalf("Close took %v with a stalled follower", d)
+	}
+}

@@ -221,7 +221,11 @@ func (w *wire) flush() error {
 	if len(w.out) == 0 {
 		return nil
 	}
-	w.c.SetWriteDeadline(time.Now().Add(w.deadAfter))
+	w.dl.Lock()
+	if !w.dl.stopped { // after stopReads, writes fail at once
+		w.c.SetWriteDeadline(time.Now().Add(w.deadAfter))
+	}
+	w.dl.Unlock()
 	_, err := w.c.Write(w.out)
 	w.out = w.out[:0]
 	if err != nil {
@@ -254,12 +258,14 @@ func (w *wire) clearDeadlines() {
 	}
 }
 
-// stopReads makes pending and future reads fail at once.
+// stopReads makes pending and future reads and writes fail at once (a
+// writer blocked on a peer that does not read is released too). Only
+// sendError writes after it.
 func (w *wire) stopReads() {
 	w.dl.Lock()
 	defer w.dl.Unlock()
 	w.dl.stopped = true
-	w.c.SetReadDeadline(time.Unix(1, 0))
+	w.c.SetDeadline(time.Unix(1, 0))
 }
 
 // read reads one message into buf (reused when large enough).
