@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flume-go/flume/filelog"
 	"github.com/flume-go/flume/internal/checker"
 	"github.com/flume-go/flume/internal/netproxy"
 	"github.com/flume-go/flume/server"
@@ -202,6 +203,9 @@ func (pc *procCluster) start(n *node) {
 	n.mu.Unlock()
 }
 
+// logDir is where `flume serve` keeps the log inside its data directory.
+func (n *node) logDir() string { return filepath.Join(n.data, "log") }
+
 func (n *node) running() bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -316,6 +320,9 @@ func (pc *procCluster) postOnce(client int, value string) {
 		}
 		op.End = time.Now()
 		pc.hist.Record(op)
+		// The primary is down: pace the retries (this is client behaviour,
+		// not synchronisation).
+		time.Sleep(5 * time.Millisecond)
 		return
 	}
 	body, rerr := io.ReadAll(resp.Body)
@@ -452,10 +459,11 @@ func (pc *procCluster) readHTTP(n *node) (checker.Replica, error) {
 	return rep, sc.Err()
 }
 
-// readOffline opens a stopped node's data directory with the server's log
-// opener and reads every entry with its chain hash.
+// readOffline opens a stopped node's data directory read-only with the file
+// log (nothing on disk changes; a torn tail is left for the node's own
+// recovery) and reads every entry with its chain hash.
 func readOffline(name, dir string) (checker.Replica, error) {
-	l, err := server.OpenLog(dir, "always")
+	l, err := filelog.Open(dir, &filelog.Options{ReadOnly: true})
 	if err != nil {
 		return checker.Replica{}, fmt.Errorf("open %s: %w", dir, err)
 	}
@@ -486,13 +494,13 @@ func (pc *procCluster) checkLive() *checker.Report {
 func (pc *procCluster) checkOffline() *checker.Report {
 	pc.t.Helper()
 	pc.stopAll()
-	p, err := readOffline("primary", pc.primary.data)
+	p, err := readOffline("primary", pc.primary.logDir())
 	if err != nil {
 		pc.t.Fatal(err)
 	}
 	var fs []checker.Replica
 	for _, f := range pc.followers {
-		r, err := readOffline(f.name, f.data)
+		r, err := readOffline(f.name, f.logDir())
 		if err != nil {
 			pc.t.Fatal(err)
 		}
@@ -514,7 +522,7 @@ func (pc *procCluster) crashFollower(f *node, pause time.Duration) {
 	pc.t.Helper()
 	at := time.Now()
 	pc.kill9(f)
-	r, err := readOffline(f.name, f.data)
+	r, err := readOffline(f.name, f.logDir())
 	if err != nil {
 		pc.t.Fatalf("reading %s after kill -9: %v", f.name, err)
 	}
