@@ -117,6 +117,9 @@ func New(cfg Config) (*Server, error) {
 
 	s.drainCtx, s.drain = context.WithCancel(context.Background())
 	s.metrics = newMetrics(s.db, s.replState, fsyncHooked)
+	if c := logCollector(l); c != nil {
+		s.metrics.reg.MustRegister(c)
+	}
 	if s.metrics.fsyncLatency != nil {
 		h := s.metrics.fsyncLatency
 		fsyncHist = func(d time.Duration) { h.Observe(d.Seconds()) }
