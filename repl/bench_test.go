@@ -217,3 +217,52 @@ func BenchmarkSyncAppend(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCatchUp10MMemory catches up a follower from empty on 10M
+// 100-byte entries (file logs, no fsync) and reports the peak memory of the
+// process, which holds both the primary and the follower: an upper bound
+// for either. It is slow (about a minute); run it alone with -benchtime 1x.
+func BenchmarkCatchUp10MMemory(b *testing.B) {
+	const n, size = 10_000_000, 100
+	pdb := benchDB(b, benchLog(b, "file-never"), nil)
+	fill(b, pdb, n, size)
+	_, addr := servePrimary(b, pdb, benchOpts())
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	baseSys := ms.Sys
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		fdb := benchDB(b, benchLog(b, "file-never"), nil)
+		t0 := time.Now()
+		f, err := NewFollower(fdb, addr, benchOpts())
+		if err != nil {
+			b.Fatal(err)
+		}
+		var peakHeap, peakSys uint64
+		done := make(chan struct{})
+		go func() {
+			fdb.WaitSince(context.Background(), n-1)
+			close(done)
+		}()
+		tick := time.NewTicker(50 * time.Millisecond)
+	wait:
+		for {
+			select {
+			case <-done:
+				break wait
+			case <-tick.C:
+				runtime.ReadMemStats(&ms)
+				peakHeap = max(peakHeap, ms.HeapInuse+ms.StackInuse)
+				peakSys = max(peakSys, ms.Sys)
+			}
+		}
+		tick.Stop()
+		el := time.Since(t0)
+		f.Close()
+		b.ReportMetric(float64(n)/el.Seconds(), "entries/s")
+		b.ReportMetric(float64(peakHeap)/(1<<20), "peak-heap-MiB")
+		b.ReportMetric(float64(peakSys)/(1<<20), "peak-sys-MiB")
+		b.ReportMetric(float64(baseSys)/(1<<20), "sys-before-MiB")
+	}
+}
