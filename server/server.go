@@ -355,8 +355,7 @@ func (s *Server) logCatchUp() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	catching := false
-	var lastSince int64 = -2
-	lastT := time.Now()
+	lastSince, lastT := s.db.Since(), time.Now()
 	for {
 		select {
 		case <-s.drainCtx.Done():
@@ -368,10 +367,7 @@ func (s *Server) logCatchUp() {
 		switch {
 		case u.PrimarySince >= 0 && u.LagEntries > 0 && u.Connected:
 			pct := 100 * float64(u.Since+1) / float64(u.PrimarySince+1)
-			rate := 0.0
-			if lastSince >= -1 {
-				rate = float64(u.Since-lastSince) / now.Sub(lastT).Seconds()
-			}
+			rate := float64(u.Since-lastSince) / now.Sub(lastT).Seconds()
 			s.logger.Info("follower catching up", "progress", fmt.Sprintf("%.1f%%", pct), "since", u.Since,
 				"primary_since", u.PrimarySince, "behind", u.LagEntries, "entries_per_sec", int64(rate))
 			catching = true
