@@ -79,7 +79,7 @@ with append, get, tail and status. Every flag has an environment variable:
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErrorf("%s: %v (see flume %s --help)", c.Name(), err, c.Name())
 	})
-	root.AddCommand(newDemoCmd(), newServeCmd(), newAppendCmd(), newGetCmd(), newTailCmd(),
+	root.AddCommand(newDemoCmd(), newServeCmd(), newFollowCmd(), newAppendCmd(), newGetCmd(), newTailCmd(),
 		newStatusCmd(), newVerifyCmd(), newBenchCmd())
 	return root
 }

@@ -52,9 +52,17 @@ exits 0.`,
 			return runServe(cmd.Context(), f, cmd.ErrOrStderr(), nil)
 		},
 	}
+	f.register(cmd, true)
+	return cmd
+}
+
+// register defines serve's flags on cmd; withFollow adds --follow.
+func (f *serveFlags) register(cmd *cobra.Command, withFollow bool) {
 	fl := cmd.Flags()
+	if withFollow {
+		fl.StringVar(&f.follow, "follow", "", "run as a follower of the primary's replication address HOST:PORT")
+	}
 	fl.StringVar(&f.data, "data", "", "data directory (required)")
-	fl.StringVar(&f.follow, "follow", "", "run as a follower of the primary's replication address HOST:PORT")
 	fl.StringVar(&f.httpAddr, "http", server.DefaultHTTPAddr, "HTTP API listen address")
 	fl.StringVar(&f.replAddr, "repl", server.DefaultReplAddr, "replication listen address (primary)")
 	fl.StringVar(&f.fsync, "fsync", "always", "fsync policy: always, interval or never")
@@ -68,7 +76,6 @@ exits 0.`,
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.nodeID, "node-id", "", "node name (default: random, kept in DIR/node-id)")
-	return cmd
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

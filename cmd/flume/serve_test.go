@@ -119,3 +119,25 @@ func TestServeFollower(t *testing.T) {
 		t.Errorf("POST to follower: %d, want 421", code)
 	}
 }
+
+// TestFollowCommand: "flume follow ADDR --data DIR" runs a follower.
+func TestFollowCommand(t *testing.T) {
+	p := startServeInProc(t, serveFlags{data: t.TempDir(), fsync: "never"})
+	if code, _ := httpDo(t, "POST", p.url+"/log", "", "", `{"via":"follow"}`); code != 200 {
+		t.Fatal("POST failed")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	logs := &syncBuffer{}
+	done := make(chan int, 1)
+	go func() {
+		done <- execute(ctx, []string{"follow", p.repl, "--data", t.TempDir(), "--http", "127.0.0.1:0", "--log-format", "json"},
+			strings.NewReader(""), &bytes.Buffer{}, logs)
+	}()
+	waitFor(t, "follower caught up", 20*time.Second, func() (bool, string) {
+		return strings.Contains(logs.String(), `"role":"follower"`) && strings.Contains(logs.String(), "connected to primary"), logs.String()
+	})
+	cancel()
+	if code := <-done; code != 0 {
+		t.Errorf("follow exit %d:\n%s", code, logs.String())
+	}
+}
