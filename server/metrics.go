@@ -25,7 +25,7 @@ type metrics struct {
 
 // latencyBuckets span a group-committed fsync (~0.2 ms) to a sync append
 // that waits out a follower reconnect (seconds).
-var latencyBuckets = prometheus.ExponentialBucketsRange(50e-6, 10, 20)
+var latencyBuckets = []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10}
 
 func newMetrics(db *flume.DB, repl replSource, withFsync bool) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
@@ -37,7 +37,7 @@ func newMetrics(db *flume.DB, repl replSource, withFsync bool) *metrics {
 		Name: "flume_append_errors_total", Help: "Failed append requests by reason."}, []string{"reason"})
 	m.appendLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "flume_append_duration_seconds",
-		Help:    "Latency of appends through the HTTP API: durable on the primary and, in sync mode, acknowledged by the required followers.",
+		Help:    "Latency of successful append requests (one value or one NDJSON batch) through the HTTP API: durable on the primary and, in sync mode, acknowledged by the required followers.",
 		Buckets: latencyBuckets})
 	m.httpAuthFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "flume_http_auth_failures_total", Help: "HTTP requests refused for a missing or wrong bearer token."})

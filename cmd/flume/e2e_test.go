@@ -345,3 +345,42 @@ func TestE2EWrongReplicationSecret(t *testing.T) {
 	f.stop()
 	p.stop()
 }
+
+// TestE2ESyncReplication: with --sync-replicas 1, an append succeeds while
+// the follower runs, gets 503 with the ack count once it is killed (the
+// entry stays on the primary), and succeeds again after it restarts and
+// catches up, including the entry that was not replicated in time.
+func TestE2ESyncReplication(t *testing.T) {
+	p := startServe(t, "p", "--data", t.TempDir(), "--sync-replicas", "1", "--sync-timeout", "300ms", "--fsync", "always")
+	fdir := t.TempDir()
+	f := startServe(t, "f", "--data", fdir, "--follow", p.replAddr, "--fsync", "always")
+	post := func(v string) (int, string) { return httpDo(t, "POST", p.url+"/log", "", "", v) }
+	waitFor(t, "a sync append to succeed", 20*time.Second, func() (bool, string) {
+		code, body := post(`{"warmup":true}`)
+		return code == 200, body
+	})
+	f.kill()
+	code, body := post(`{"unreplicated":true}`)
+	var e struct {
+		Acked    *int  `json:"acked"`
+		Required int   `json:"required"`
+		Last     int64 `json:"last"`
+	}
+	json.Unmarshal([]byte(body), &e)
+	if code != 503 || e.Acked == nil || *e.Acked != 0 || e.Required != 1 {
+		t.Fatalf("sync append without follower: %d %s, want 503 with acked 0 of 1", code, body)
+	}
+	if c, b := httpDo(t, "GET", p.url+fmt.Sprintf("/log/%d", e.Last), "", "", ""); c != 200 || b != `{"unreplicated":true}` {
+		t.Errorf("the unreplicated entry is not in the primary's log: %d %s", c, b)
+	}
+	f = startServe(t, "f", "--data", fdir, "--follow", p.replAddr, "--fsync", "always")
+	waitFor(t, "sync appends to succeed again", 20*time.Second, func() (bool, string) {
+		code, body := post(`{"after":true}`)
+		return code == 200, body
+	})
+	if c, b := httpDo(t, "GET", f.url+fmt.Sprintf("/log/%d", e.Last), "", "", ""); c != 200 || b != `{"unreplicated":true}` {
+		t.Errorf("restarted follower lacks the entry acknowledged late: %d %s", c, b)
+	}
+	f.stop()
+	p.stop()
+}
