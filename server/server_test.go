@@ -443,3 +443,42 @@ func TestServeAfterClose(t *testing.T) {
 		t.Fatalf("got %v, want ErrServerClosed", err)
 	}
 }
+
+// TestShutdownFinishesInFlightAppends: an append in flight (waiting for a
+// sync ack) when Shutdown starts gets its answer; Shutdown waits for it.
+func TestShutdownFinishesInFlightAppends(t *testing.T) {
+	n := startNode(t, Config{SyncReplicas: 1, SyncTimeout: 300 * time.Millisecond})
+	got := make(chan resp, 1)
+	go func() {
+		req, _ := http.NewRequest("POST", n.url+"/log", strings.NewReader(`{"inflight":1}`))
+		r, err := http.DefaultClient.Do(req)
+		if err != nil {
+			got <- resp{code: -1, body: err.Error()}
+			return
+		}
+		b, _ := io.ReadAll(r.Body)
+		r.Body.Close()
+		got <- resp{code: r.StatusCode, body: string(b)}
+	}()
+	// Wait until the append is in the log (and so waiting for its ack).
+	deadline := time.Now().Add(5 * time.Second)
+	for n.DB().Since() < 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("append did not start")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	r := <-got
+	if r.code != 503 || !strings.Contains(r.body, `"acked":0`) {
+		t.Errorf("in-flight append got %d %s, want its 503 answer", r.code, r.body)
+	}
+	if d := time.Since(start); d < 100*time.Millisecond {
+		t.Errorf("Shutdown returned after %v, before the in-flight append finished", d)
+	}
+}
