@@ -214,6 +214,11 @@ func BenchmarkSyncAppend(b *testing.B) {
 			b.ReportMetric(float64(p50.Microseconds()), "p50-µs")
 			b.ReportMetric(float64(p99.Microseconds()), "p99-µs")
 			b.ReportMetric(float64(len(lat))/el.Seconds(), "appends/s")
+			if ps, ok := pl.(interface{ Stats() filelog.Stats }); ok {
+				fs := fl.(interface{ Stats() filelog.Stats }).Stats()
+				b.ReportMetric(float64(ps.Stats().Entries)/float64(max(1, ps.Stats().Syncs)), "entries/primary-fsync")
+				b.ReportMetric(float64(fs.Entries)/float64(max(1, fs.Syncs)), "entries/follower-fsync")
+			}
 		})
 	}
 }

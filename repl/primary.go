@@ -722,9 +722,18 @@ func (s *session) sendLoop(from int64) error {
 		}
 		select {
 		case <-changed:
-			// Let the other writers of this wake-up publish too, so
-			// that concurrent appends leave in one batch.
-			runtime.Gosched()
+			// Let the other writers of this wake-up (a group commit
+			// returns many at once) publish too, so that concurrent
+			// appends leave in one batch: yield while since still moves.
+			last := since
+			for i := 0; i < 8; i++ {
+				runtime.Gosched()
+				s, _ := p.db.Changed()
+				if s == last {
+					break
+				}
+				last = s
+			}
 		case <-s.ackCh:
 		case now := <-hb.C:
 			if now.Sub(lastSend) >= p.opts.Heartbeat/2 {
