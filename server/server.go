@@ -210,6 +210,10 @@ func (s *Server) Status() Status {
 	return st
 }
 
+// ReplStats returns the replication counters of the node's Primary or
+// Follower.
+func (s *Server) ReplStats() ReplStats { return s.replState().stats }
+
 func (s *Server) replState() replState {
 	var rs replState
 	var st repl.Stats
