@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	randv2 "math/rand/v2"
 	"net"
 	"sort"
 	"sync"
@@ -13,10 +14,12 @@ import (
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/filelog"
 	"github.com/flume-go/flume/internal/checker"
 	"github.com/flume-go/flume/internal/netproxy"
 	"github.com/flume-go/flume/memlog"
 	"github.com/flume-go/flume/repl"
+	"github.com/flume-go/flume/vfs"
 )
 
 // logKind opens the log a cluster member runs on.
@@ -39,6 +42,11 @@ type clusterConfig struct {
 	// syncTimeout bounds a synchronous append's wait for acks.
 	syncTimeout time.Duration
 	secret      []byte
+	// memfs runs every node on filelog over its own crashable vfs.MemFS
+	// (kind is then ignored), so that powerLoss* can drop unsynced writes.
+	memfs bool
+	// clients with these indexes append with k=2 instead of k=1/0.
+	k2Clients map[int]bool
 }
 
 // member is one follower: its DB, its replication Follower and the proxy
@@ -68,6 +76,8 @@ type cluster struct {
 	unexpected []error
 	acked      atomic.Int64
 	serveDone  chan error
+	dir        string
+	memfs      map[string]*vfs.MemFS // by node name, with cfg.memfs
 }
 
 // replOpts are fast-reacting replication options: heartbeats every 25ms, a
@@ -82,25 +92,8 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 	if cfg.syncTimeout == 0 {
 		cfg.syncTimeout = 400 * time.Millisecond
 	}
-	c := &cluster{t: t, cfg: cfg, serveDone: make(chan error, 1)}
-	dir := t.TempDir()
-	db, err := flume.Open(cfg.kind.open(t, dir+"/primary"), &flume.Options{SyncTimeout: cfg.syncTimeout})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.db = db
-	o := replOpts(cfg.secret)
-	o.NodeID = "primary"
-	c.prim, err = repl.NewPrimary(db, o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c.addr = ln.Addr().String()
-	go func() { c.serveDone <- c.prim.Serve(ln) }()
+	c := &cluster{t: t, cfg: cfg, serveDone: make(chan error, 1), dir: t.TempDir(), memfs: make(map[string]*vfs.MemFS)}
+	c.startPrimary("127.0.0.1:0")
 	t.Cleanup(c.close)
 
 	for i := 0; i < cfg.followers; i++ {
@@ -109,17 +102,9 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 		if err != nil {
 			t.Fatal(err)
 		}
-		fdb, err := flume.Open(cfg.kind.open(t, dir+"/"+name), nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		fo := replOpts(cfg.secret)
-		fo.NodeID, fo.Dial = name, px.Dial
-		f, err := repl.NewFollower(fdb, px.Addr(), fo)
-		if err != nil {
-			t.Fatal(err)
-		}
-		c.fs = append(c.fs, &member{name: name, db: fdb, f: f, proxy: px})
+		m := &member{name: name, proxy: px}
+		c.startFollower(m)
+		c.fs = append(c.fs, m)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -129,6 +114,97 @@ func newCluster(t testing.TB, cfg clusterConfig) *cluster {
 		}
 	}
 	return c
+}
+
+// openLog opens node name's log: on its MemFS with cfg.memfs, else with
+// cfg.kind in the cluster's directory.
+func (c *cluster) openLog(name string) flume.Log {
+	c.t.Helper()
+	if !c.cfg.memfs {
+		return c.cfg.kind.open(c.t, c.dir+"/"+name)
+	}
+	fs := c.memfs[name]
+	if fs == nil {
+		fs = vfs.NewMem()
+		c.memfs[name] = fs
+	}
+	l, err := filelog.Open("/data", &filelog.Options{FS: fs, Sync: filelog.SyncAlways})
+	if err != nil {
+		c.t.Fatalf("open %s: %v", name, err)
+	}
+	return l
+}
+
+// startPrimary opens the primary's DB and serves replication on addr.
+func (c *cluster) startPrimary(addr string) {
+	c.t.Helper()
+	db, err := flume.Open(c.openLog("primary"), &flume.Options{SyncTimeout: c.cfg.syncTimeout})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.db = db
+	o := replOpts(c.cfg.secret)
+	o.NodeID = "primary"
+	c.prim, err = repl.NewPrimary(db, o)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	var ln net.Listener
+	// Rebinding the same port after a restart may race the old
+	// listener's teardown for a moment.
+	if !waitFor(5*time.Second, func() bool { ln, err = net.Listen("tcp", addr); return err == nil }) {
+		c.t.Fatalf("listen %s: %v", addr, err)
+	}
+	c.addr = ln.Addr().String()
+	go func() { c.serveDone <- c.prim.Serve(ln) }()
+}
+
+// stopPrimary closes the primary's replication and DB.
+func (c *cluster) stopPrimary() {
+	c.prim.Close()
+	if err := <-c.serveDone; !errors.Is(err, repl.ErrServerClosed) {
+		c.t.Errorf("primary Serve returned %v, want ErrServerClosed", err)
+	}
+	c.db.Close()
+}
+
+// startFollower opens m's DB and starts replicating through its proxy.
+func (c *cluster) startFollower(m *member) {
+	c.t.Helper()
+	fdb, err := flume.Open(c.openLog(m.name), nil)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	fo := replOpts(c.cfg.secret)
+	fo.NodeID, fo.Dial = m.name, m.proxy.Dial
+	f, err := repl.NewFollower(fdb, m.proxy.Addr(), fo)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	m.db, m.f = fdb, f
+}
+
+// powerLossClone simulates a power loss of node name: it returns the
+// instant just before the crash and replaces the node's MemFS by what
+// survives (synced data, plus a random part of unsynced writes with
+// probability keepPct). The running node still writes to the old MemFS
+// until it is stopped; the caller stops and restarts it.
+func (c *cluster) powerLossClone(name string, keepPct int, rnd *rand.Rand) time.Time {
+	at := time.Now()
+	c.memfs[name] = c.memfs[name].CrashClone(vfs.CrashConfig{UnsyncedDataPercent: keepPct,
+		Rand: randv2.New(randv2.NewPCG(uint64(rnd.Int63()), 0))})
+	return at
+}
+
+// forgetAfter turns every acknowledgement given at or after at into
+// Unknown: a crash at `at` may have lost it (it may have come from writes
+// made after the crash instant, by a node that was still running).
+func (c *cluster) forgetAfter(at time.Time) {
+	c.hist.Rewrite(func(op *checker.Op) {
+		if !op.End.Before(at) && (op.Outcome == checker.OK || op.Outcome == checker.NotReplicated) {
+			op.Outcome = checker.Unknown
+		}
+	})
 }
 
 // close stops followers, proxies, the primary and the DBs, in that order.
@@ -209,6 +285,9 @@ func (c *cluster) runAppenders(ctx context.Context, clients int, round string) *
 		k := 0
 		if cl%2 == 1 && len(c.fs) > 0 {
 			k = 1
+		}
+		if c.cfg.k2Clients[cl] {
+			k = 2
 		}
 		wg.Add(1)
 		go func() {

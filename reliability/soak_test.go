@@ -16,6 +16,7 @@ var soakDuration = flag.Duration("soak.duration", 5*time.Minute, "how long TestS
 // soakTotals is the summary TestSoak prints.
 type soakTotals struct {
 	rounds, netRounds, procRounds int
+	powerRounds                   int
 	crashes                       int
 	faults                        map[string]int
 	acked                         int64
@@ -32,14 +33,14 @@ func (s *soakTotals) String() string {
 		kinds = append(kinds, fmt.Sprintf("%s=%d", k, v))
 	}
 	sort.Strings(kinds)
-	return fmt.Sprintf("rounds %d (network %d, process %d), crashes injected %d, faults injected %d (%s), appends acknowledged %d, entries verified %d, violations found %d",
-		s.rounds, s.netRounds, s.procRounds, s.crashes, nf, strings.Join(kinds, " "), s.acked, s.verified, s.violations)
+	return fmt.Sprintf("rounds %d (network %d, process %d, power-loss %d), crashes injected %d, faults injected %d (%s), appends acknowledged %d, entries verified %d, violations found %d",
+		s.rounds, s.netRounds, s.procRounds, s.powerRounds, s.crashes, nf, strings.Join(kinds, " "), s.acked, s.verified, s.violations)
 }
 
 // TestSoak runs rounds until -soak.duration has passed, in turn: an
-// in-process network-fault round on each log kind, then a process round
-// (kill -9 of random nodes plus network faults between followers and the
-// primary). Each round has its own seed (printed); a failing round is
+// in-process network-fault round on each log kind, a process round (kill -9
+// of random nodes plus network faults between followers and the primary),
+// and an in-process power-loss round (crashable filesystems). Each round has its own seed (printed); a failing round is
 // reported with the command that replays it, and the soak goes on.
 //
 //	go test -tags soak ./reliability -run Soak -timeout 0 -soak.duration=20m -v
@@ -59,8 +60,27 @@ func TestSoak(t *testing.T) {
 		kinds := len(logKinds)
 		var name string
 		var ok bool
-		if r%(kinds+1) < kinds {
-			kind := logKinds[r%(kinds+1)]
+		if r%(kinds+2) == kinds+1 {
+			name = fmt.Sprintf("round%d-powerloss", r)
+			ok = t.Run(name, func(t *testing.T) {
+				res := runPowerLossRound(t, seed, powerLossCrashes)
+				tot.powerRounds++
+				tot.crashes += res.crashes
+				for k, v := range res.faults {
+					tot.faults[k] += v
+				}
+				tot.acked += res.acked
+				tot.verified += res.verified
+				tot.violations += len(res.violations) + len(res.unexpected)
+				for _, v := range res.violations {
+					t.Errorf("violation: %v", v)
+				}
+				for _, err := range res.unexpected {
+					t.Errorf("unexpected append error: %v", err)
+				}
+			})
+		} else if r%(kinds+2) < kinds {
+			kind := logKinds[r%(kinds+2)]
 			name = fmt.Sprintf("round%d-net-%s", r, kind.name)
 			ok = t.Run(name, func(t *testing.T) {
 				res := runNetRound(t, kind, seed, netRoundDuration)
@@ -102,6 +122,9 @@ func TestSoak(t *testing.T) {
 		tot.rounds++
 		if !ok {
 			replay := "TestProcessCrash"
+			if strings.HasSuffix(name, "-powerloss") {
+				replay = "TestPowerLoss"
+			}
 			if strings.Contains(name, "-net-") {
 				replay = "TestNetFaults/" + name[strings.LastIndex(name, "-")+1:]
 			}

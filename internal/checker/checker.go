@@ -111,6 +111,16 @@ func (h *History) Ops() []Op {
 	return append([]Op(nil), h.ops...)
 }
 
+// Rewrite calls fn on every recorded op, in place (e.g. to downgrade
+// acknowledgements that a simulated crash may have undone to Unknown).
+func (h *History) Rewrite(fn func(op *Op)) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i := range h.ops {
+		fn(&h.ops[i])
+	}
+}
+
 // Len is the number of recorded ops.
 func (h *History) Len() int {
 	h.mu.Lock()
@@ -391,32 +401,42 @@ func checkPrefix(r *Report, p, f Replica, o Options) {
 	}
 }
 
-// checkSync: an OK append with k > 0 is held by >= k followers in the first
-// cut taken after it returned and in the last cut. (A follower's durable
-// position never goes back, so the first cut after the return is the
-// strongest test; the last one catches a follower that lost entries later.)
+// checkSync: an OK append with k > 0 is held by >= k followers in every cut
+// taken after it returned. Holding is monotone in seq (a follower at since
+// s holds every seq <= s), so for each cut it is enough to check, per k, the
+// highest seq acknowledged before the cut: one sweep over ops and cuts in
+// time order.
 func checkSync(r *Report, ops []Op, cuts []Cut) {
+	var syncOps []Op
+	for _, op := range ops {
+		if op.Outcome == OK && op.SyncReplicas > 0 {
+			syncOps = append(syncOps, op)
+		}
+	}
+	sort.SliceStable(syncOps, func(i, j int) bool { return syncOps[i].End.Before(syncOps[j].End) })
 	cuts = append([]Cut(nil), cuts...)
 	sort.SliceStable(cuts, func(i, j int) bool { return cuts[i].At.Before(cuts[j].At) })
-	for _, op := range ops {
-		if op.Outcome != OK || op.SyncReplicas <= 0 {
-			continue
+	highest := make(map[int]Op) // k → the op with the highest seq acknowledged so far
+	reported := make(map[string]bool)
+	j := 0
+	for _, c := range cuts {
+		for ; j < len(syncOps) && !syncOps[j].End.After(c.At); j++ {
+			op := syncOps[j]
+			if h, ok := highest[op.SyncReplicas]; !ok || op.Seq > h.Seq {
+				highest[op.SyncReplicas] = op
+			}
 		}
-		i := sort.Search(len(cuts), func(i int) bool { return !cuts[i].At.Before(op.End) })
-		if i == len(cuts) {
-			continue
-		}
-		for _, c := range []Cut{cuts[i], cuts[len(cuts)-1]} {
+		for k, op := range highest {
 			held := max(c.Total-len(c.Since), 0)
 			for _, s := range c.Since {
 				if s >= op.Seq {
 					held++
 				}
 			}
-			if held < op.SyncReplicas {
+			if held < k && !reported[op.Value] {
+				reported[op.Value] = true
 				r.add("sync", "%v returned success, but a cut at %s shows only %d follower(s) holding it: %v",
 					op, c.At.Format("15:04:05.000000"), held, c.Since)
-				break
 			}
 		}
 	}

@@ -173,6 +173,16 @@ func TestBrokenHistoriesFail(t *testing.T) {
 			cut := Cut{At: at(26), Since: map[string]int64{"f1": 2, "f2": 1}}
 			return Check(ops, build(t, "p", id, vals(3)...), nil, []Cut{cut}, Options{})
 		}},
+		{"sync append lost by a follower in a middle cut", "sync", func() *Report {
+			ops := okOps(3)
+			ops[2].SyncReplicas = 1
+			cuts := []Cut{
+				{At: at(40), Since: map[string]int64{"f": 2}},
+				{At: at(30), Since: map[string]int64{"f": 1}}, // e.g. read after a crash
+				{At: at(26), Since: map[string]int64{"f": 2}},
+			}
+			return Check(ops, build(t, "p", id, vals(3)...), nil, cuts, Options{})
+		}},
 		{"sync k=2 append missing on a follower read alone after a crash", "sync", func() *Report {
 			ops := okOps(3)
 			ops[2].SyncReplicas = 2
