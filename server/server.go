@@ -229,7 +229,7 @@ func (s *Server) replState() replState {
 		st = s.primary.Stats()
 	case s.follower != nil:
 		u := s.follower.Status()
-		rs.upstream = &UpstreamStatus{Addr: u.Primary, State: u.State, Connected: u.Connected, Since: u.Since,
+		rs.upstream = &UpstreamStatus{Addr: u.Primary, State: u.State, Connected: u.Connected, Since: u.Since, AckedSeq: u.Since,
 			PrimarySince: u.PrimarySince, LagEntries: u.LagEntries, LastError: u.LastError, Reconnects: u.Reconnects,
 			ConnectedAt: u.ConnectedAt}
 		st = s.follower.Stats()

@@ -44,6 +44,7 @@ type UpstreamStatus struct {
 	State        string    `json:"state"`
 	Connected    bool      `json:"connected"`
 	Since        int64     `json:"since"`
+	AckedSeq     int64     `json:"acked_seq"` // what this follower has acknowledged as durable: its since
 	PrimarySince int64     `json:"primary_since"`
 	LagEntries   int64     `json:"lag_entries"`
 	LastError    string    `json:"last_error,omitempty"`
