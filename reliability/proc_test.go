@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"math/rand"
@@ -534,6 +535,21 @@ func (pc *procCluster) crashFollower(f *node, pause time.Duration) {
 	pc.waitHealthy(f)
 }
 
+// restartGraceful stops n with SIGTERM, expects exit status 0, and starts
+// it again.
+func (pc *procCluster) restartGraceful(n *node) {
+	pc.t.Helper()
+	pc.stop(n)
+	n.mu.Lock()
+	code := n.cmd.ProcessState.ExitCode()
+	n.mu.Unlock()
+	if code != 0 {
+		pc.weird1(fmt.Sprintf("%s exited with status %d after SIGTERM; log:\n%s", n.name, code, n.logTail()))
+	}
+	pc.start(n)
+	pc.waitHealthy(n)
+}
+
 // crashPrimary kills the primary with SIGKILL and restarts it after pause.
 func (pc *procCluster) crashPrimary(pause time.Duration) {
 	pc.t.Helper()
@@ -546,6 +562,7 @@ func (pc *procCluster) crashPrimary(pause time.Duration) {
 // procRoundResult summarises one process-crash round.
 type procRoundResult struct {
 	kills      int
+	restarts   int // graceful (SIGTERM) restarts
 	faults     map[string]int
 	acked      int64
 	verified   int
@@ -559,10 +576,10 @@ type procRoundResult struct {
 // HTTP view and the stopped data directories. With netFaults the followers
 // reach the primary through fault proxies and random network faults run
 // all along.
-func runProcRound(t testing.TB, seed int64, crashes int, netFaults bool) procRoundResult {
+func runProcRound(t testing.TB, seed int64, crashes int, netFaults bool, fsync string) procRoundResult {
 	t.Helper()
 	rnd := rand.New(rand.NewSource(seed))
-	pc := newProcCluster(t, procConfig{followers: 2, k: 1, proxied: netFaults, seed: seed})
+	pc := newProcCluster(t, procConfig{followers: 2, k: 1, proxied: netFaults, seed: seed, fsync: fsync})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	wg := pc.runClients(ctx, 4, fmt.Sprintf("p%d", seed))
@@ -583,10 +600,20 @@ func runProcRound(t testing.TB, seed int64, crashes int, netFaults bool) procRou
 		waitFor(10*time.Second, func() bool { return pc.acked.Load() >= target })
 		time.Sleep(time.Duration(rnd.Intn(200)) * time.Millisecond) // random crash moment
 		pause := time.Duration(rnd.Intn(300)) * time.Millisecond
-		if victim := rnd.Intn(3); victim == 0 {
+		switch victim := rnd.Intn(4); victim {
+		case 0:
 			pc.crashPrimary(pause)
-		} else {
+		case 1, 2:
 			pc.crashFollower(pc.followers[victim-1], pause)
+		case 3:
+			// A graceful restart (SIGTERM) of a random node: it must
+			// drain and exit 0.
+			n := pc.primary
+			if j := rnd.Intn(3); j > 0 {
+				n = pc.followers[j-1]
+			}
+			pc.restartGraceful(n)
+			res.restarts++
 		}
 	}
 	fcancel()
@@ -621,11 +648,13 @@ func runProcRound(t testing.TB, seed int64, crashes int, netFaults bool) procRou
 	for _, v := range res.faults {
 		nf += v
 	}
-	t.Logf("round %d: kills %d, network faults %d, appends sent %d, acknowledged %d, not-replicated %d, unknown %d, refused %d, entries verified %d, violations %d",
-		seed, res.kills, nf, pc.hist.Len(), res.acked, pc.hist.Count(checker.NotReplicated), pc.hist.Count(checker.Unknown),
+	t.Logf("round %d (fsync %s): kills %d, graceful restarts %d, network faults %d, appends sent %d, acknowledged %d, not-replicated %d, unknown %d, refused %d, entries verified %d, violations %d",
+		seed, fsync, res.kills, res.restarts, nf, pc.hist.Len(), res.acked, pc.hist.Count(checker.NotReplicated), pc.hist.Count(checker.Unknown),
 		pc.hist.Count(checker.Failed), res.verified, len(res.violations))
 	return res
 }
+
+var fsyncFlag = flag.String("fsync", "always", "fsync policy of the nodes in TestProcessCrash (always, interval, never)")
 
 // procRoundCrashes is the number of kill -9s in a process round
 // (TestProcessCrash and each process round of the soak, so that a soak seed
@@ -643,7 +672,7 @@ func TestProcessCrash(t *testing.T) {
 		t.Skip("runs real processes; skipped under -short")
 	}
 	seed := testSeed(t)
-	res := runProcRound(t, seed, procRoundCrashes, true)
+	res := runProcRound(t, seed, procRoundCrashes, true, *fsyncFlag)
 	for _, v := range res.violations {
 		t.Errorf("violation: %v", v)
 	}

@@ -17,7 +17,7 @@ var soakDuration = flag.Duration("soak.duration", 5*time.Minute, "how long TestS
 type soakTotals struct {
 	rounds, netRounds, procRounds int
 	powerRounds                   int
-	crashes                       int
+	crashes, restarts             int
 	faults                        map[string]int
 	acked                         int64
 	verified                      int
@@ -33,8 +33,8 @@ func (s *soakTotals) String() string {
 		kinds = append(kinds, fmt.Sprintf("%s=%d", k, v))
 	}
 	sort.Strings(kinds)
-	return fmt.Sprintf("rounds %d (network %d, process %d, power-loss %d), crashes injected %d, faults injected %d (%s), appends acknowledged %d, entries verified %d, violations found %d",
-		s.rounds, s.netRounds, s.procRounds, s.powerRounds, s.crashes, nf, strings.Join(kinds, " "), s.acked, s.verified, s.violations)
+	return fmt.Sprintf("rounds %d (network %d, process %d, power-loss %d), crashes injected %d, graceful restarts %d, faults injected %d (%s), appends acknowledged %d, entries verified %d, violations found %d",
+		s.rounds, s.netRounds, s.procRounds, s.powerRounds, s.crashes, s.restarts, nf, strings.Join(kinds, " "), s.acked, s.verified, s.violations)
 }
 
 // TestSoak runs rounds until -soak.duration has passed, in turn: an
@@ -58,7 +58,7 @@ func TestSoak(t *testing.T) {
 	for r := 0; time.Now().Before(deadline); r++ {
 		seed := base + int64(r)
 		kinds := len(logKinds)
-		var name string
+		var name, extra string
 		var ok bool
 		if r%(kinds+2) == kinds+1 {
 			name = fmt.Sprintf("round%d-powerloss", r)
@@ -102,9 +102,14 @@ func TestSoak(t *testing.T) {
 		} else {
 			name = fmt.Sprintf("round%d-process", r)
 			ok = t.Run(name, func(t *testing.T) {
-				res := runProcRound(t, seed, procRoundCrashes, true)
+				// kill -9 keeps the page cache, so every fsync policy must
+				// keep acknowledged appends across it.
+				fsync := []string{"always", "always", "interval", "never"}[(r/(kinds+2))%4]
+				extra = " -fsync=" + fsync
+				res := runProcRound(t, seed, procRoundCrashes, true, fsync)
 				tot.procRounds++
 				tot.crashes += res.kills
+				tot.restarts += res.restarts
 				for k, v := range res.faults {
 					tot.faults[k] += v
 				}
@@ -128,7 +133,7 @@ func TestSoak(t *testing.T) {
 			if strings.Contains(name, "-net-") {
 				replay = "TestNetFaults/" + name[strings.LastIndex(name, "-")+1:]
 			}
-			tot.failedSeeds = append(tot.failedSeeds, fmt.Sprintf("%s: go test ./reliability -run '%s' -seed=%d -v", name, replay, seed))
+			tot.failedSeeds = append(tot.failedSeeds, fmt.Sprintf("%s: go test ./reliability -run '%s' -seed=%d%s -v", name, replay, seed, extra))
 		}
 		if r%10 == 9 {
 			t.Logf("progress: %v", tot)
