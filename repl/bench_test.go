@@ -158,16 +158,20 @@ func benchLog(b *testing.B, kind string) flume.Log {
 }
 
 // BenchmarkSyncAppend measures synchronous appends with k=1: latency of one
-// writer, and throughput of 64 concurrent writers (group commit).
+// writer, and throughput of 64 concurrent writers (group commit). k=0 rows
+// are the primary alone (its fsync cost), for reference.
 func BenchmarkSyncAppend(b *testing.B) {
 	for _, c := range []struct {
 		log     string
 		writers int
-	}{{"memlog", 1}, {"memlog", 64}, {"file-always", 1}, {"file-always", 64}} {
+		k       int
+	}{{"memlog", 1, 1}, {"memlog", 64, 1}, {"file-always", 1, 1}, {"file-always", 64, 1},
+		// Baselines: the same primary without waiting for a follower.
+		{"file-always", 1, 0}, {"file-always", 64, 0}} {
 		writers := c.writers
-		b.Run(fmt.Sprintf("log=%s/writers=%d", c.log, writers), func(b *testing.B) {
+		b.Run(fmt.Sprintf("log=%s/writers=%d/k=%d", c.log, writers, c.k), func(b *testing.B) {
 			pl, fl := benchLog(b, c.log), benchLog(b, c.log)
-			pdb := benchDB(b, pl, &flume.Options{SyncReplicas: 1, SyncTimeout: 10 * time.Second})
+			pdb := benchDB(b, pl, &flume.Options{SyncReplicas: c.k, SyncTimeout: 10 * time.Second})
 			fdb := benchDB(b, fl, nil)
 			_, addr := servePrimary(b, pdb, benchOpts())
 			f, err := NewFollower(fdb, addr, benchOpts())
