@@ -65,6 +65,7 @@ var codeNames = [...]string{
 	CodeDead:        "peer dead",
 }
 
+// String returns the code's name.
 func (c Code) String() string {
 	if int(c) < len(codeNames) {
 		return codeNames[c]
@@ -86,6 +87,7 @@ type RefusedError struct {
 	FromPeer bool
 }
 
+// Error names the reason and both positions.
 func (e *RefusedError) Error() string {
 	who := "refused"
 	if e.FromPeer {
@@ -118,6 +120,7 @@ type ProtocolError struct {
 	FromPeer bool
 }
 
+// Error describes the violation.
 func (e *ProtocolError) Error() string {
 	what := "protocol error"
 	if e.FromPeer {

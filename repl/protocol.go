@@ -60,6 +60,7 @@ const (
 	MsgHeartbeat     MsgType = 9 // both: liveness, and the sender's head
 )
 
+// String returns the message type's name.
 func (t MsgType) String() string {
 	switch t {
 	case MsgAuthInit:
@@ -93,6 +94,7 @@ const (
 	RoleFollower Role = 2
 )
 
+// String returns "primary" or "follower".
 func (r Role) String() string {
 	switch r {
 	case RolePrimary:
@@ -112,6 +114,7 @@ type Position struct {
 	Hash  flume.Hash
 }
 
+// String returns the position as "log <id prefix> since <seq> hash <prefix>".
 func (p Position) String() string {
 	if p.LogID.IsZero() && p.Since == 0 && p.Hash == (flume.Hash{}) {
 		return "unknown position"

@@ -1,0 +1,42 @@
+// Package repl replicates a flume log from a primary to followers, in one
+// process (Replicate, over net.Pipe) or across processes (Primary.Serve and
+// NewFollower over TCP, optionally TLS), with one implementation of one
+// protocol. docs/protocol.md describes the protocol.
+//
+// The core types:
+//
+//   - Primary serves a DB's log: it authenticates followers (a shared secret
+//     proven by HMAC challenge-response, and/or TLS client certificates), runs
+//     the handshake (decide in handshake.go: same history → stream from the
+//     follower's since+1; unrelated, diverged or ahead → refuse, changing
+//     nothing), streams batches of entry frames read from the log with a
+//     bounded in-flight window, and answers synchronous appends as the DB's
+//     flume.Replicator (WaitAcked).
+//   - Follower keeps one connection to its primary, verifies every frame's
+//     CRC and the chain, appends only since+1 (flume.DB.AppendReplicated),
+//     acks after the append is durable, and reconnects with backoff, always
+//     resuming from its open log's end. Its DB refuses client appends.
+//   - Link is an in-process Primary/Follower pair (the seed's example).
+//
+// Guarantees: a follower's log is always a prefix of its primary's; no gaps,
+// no duplicates; divergence is detected and refused, never merged; memory
+// does not depend on log length or follower lag; bad input from the network
+// is a *ProtocolError that closes the connection, never a panic or a change
+// to stored data.
+//
+//	pdb, _ := flume.Open(memlog.New(), nil)
+//	fdb, _ := flume.Open(memlog.New(), nil)
+//	link, _ := repl.Replicate(pdb, fdb, nil)
+//	defer link.Close()
+//	seq, _ := pdb.Append(ctx, []byte(`{"foo":"bar"}`))
+//	fdb.WaitSince(ctx, seq) // now on the follower too
+//
+// Over TCP:
+//
+//	p, _ := repl.NewPrimary(pdb, &repl.Options{Secret: secret})
+//	go p.Serve(ln)                                               // primary
+//	f, _ := repl.NewFollower(fdb, "host:7601", &repl.Options{Secret: secret}) // follower
+//
+// Lock order: registry, then Primary.mu, then session.mu; Follower.mu is
+// never held while taking another lock.
+package repl
