@@ -389,3 +389,38 @@ func TestParseSyncMode(t *testing.T) {
 		t.Fatal("bad mode accepted")
 	}
 }
+
+// TestConcurrentRotation appends from many writers into tiny segments, so
+// that rotations race with group commits.
+func TestConcurrentRotation(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.String(), func(t *testing.T) {
+			l, err := filelog.Open(dir, &filelog.Options{FS: vfs.NewMem(), SegmentSize: 1024, Sync: mode})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			var wg sync.WaitGroup
+			for w := 0; w < 16; w++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					for i := 0; i < 150; i++ {
+						if _, err := l.Append(fmt.Appendf(nil, "w%d-%d", w, i), []byte("second")); err != nil {
+							t.Error(err)
+							return
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			if l.Since() != 16*150*2-1 {
+				t.Fatalf("Since = %d", l.Since())
+			}
+			flumetest.CheckLog(t, l, nil)
+			if _, err := l.Verify(t.Context(), nil); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -64,7 +64,8 @@ type Log struct {
 		entries, bytes, writes, syncs atomic.Int64
 	}
 
-	cancel context.CancelFunc // stops syncLoop
+	kick   chan struct{}      // wakes flushLoop (SyncAlways)
+	cancel context.CancelFunc // stops syncLoop / flushLoop
 	wg     sync.WaitGroup
 }
 
@@ -84,8 +85,15 @@ type batch struct {
 	start int64 // offset in the active segment where buf goes
 	last  int64
 	head  flume.Hash
-	done  bool  // guarded by wmu
-	err   error // guarded by wmu
+	done  bool          // guarded by wmu
+	err   error         // guarded by wmu; read by waiters after doneC closes
+	doneC chan struct{} // closed by finish
+}
+
+// finish records the batch's outcome and wakes its waiters. l.wmu is held.
+func (b *batch) finish(err error) {
+	b.done, b.err = true, err
+	close(b.doneC)
 }
 
 // maxSpare bounds the buffers kept for reuse between flushes.
@@ -276,14 +284,26 @@ func (l *Log) AppendEntries(entries []flume.Entry) error {
 
 func (l *Log) pendingLocked() *batch {
 	if l.pend == nil {
-		l.pend = &batch{buf: l.spareBuf[:0], offs: l.spareOffs[:0], start: l.enc.size}
+		l.pend = &batch{buf: l.spareBuf[:0], offs: l.spareOffs[:0], start: l.enc.size, doneC: make(chan struct{})}
 		l.spareBuf, l.spareOffs = nil, nil
 	}
 	return l.pend
 }
 
-// commit waits until b is flushed, flushing it itself if no one else has.
+// commit waits until b is written (and fsynced per policy) and published.
+// Under SyncAlways the flusher goroutine does the work, so that writers
+// arriving during an fsync form the next group and writers whose group is
+// done return at once. Otherwise the caller writes itself: a write is short
+// and needs no handoff.
 func (l *Log) commit(b *batch) error {
+	if l.kick != nil {
+		select {
+		case l.kick <- struct{}{}:
+		default: // a wake-up is already pending
+		}
+		<-b.doneC
+		return b.err
+	}
 	l.wmu.Lock()
 	if !b.done {
 		l.flushLocked()
@@ -291,6 +311,22 @@ func (l *Log) commit(b *batch) error {
 	err := b.err
 	l.wmu.Unlock()
 	return err
+}
+
+// flushLoop is the group-commit flusher under SyncAlways. It exits when
+// Close cancels ctx; Close then flushes what is left.
+func (l *Log) flushLoop(ctx context.Context) {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-l.kick:
+		}
+		l.wmu.Lock()
+		l.flushLocked()
+		l.wmu.Unlock()
+	}
 }
 
 // flushLocked writes the pending batch, fsyncs it per policy and publishes
@@ -306,12 +342,12 @@ func (l *Log) flushLocked() {
 		return
 	}
 	fail := func(err error) {
-		b.done, b.err = true, err
+		b.finish(err)
 		l.mu.Lock()
 		// Pending entries encoded after b build on b's seqs and hashes: fail
 		// them too and roll the encoder back to the published state.
 		if p := l.pend; p != nil {
-			p.done, p.err = true, fmt.Errorf("filelog: an earlier entry in the same group failed: %w", err)
+			p.finish(fmt.Errorf("filelog: an earlier entry in the same group failed: %w", err))
 			l.pend = nil
 		}
 		l.enc = encState{since: l.since, head: l.head, size: l.pubSize}
@@ -355,7 +391,7 @@ func (l *Log) flushLocked() {
 	}
 	l.mu.Unlock()
 	b.buf, b.offs = nil, nil
-	b.done = true
+	b.finish(nil)
 }
 
 // syncLocked fsyncs the active segment. A failed fsync is sticky: after it
@@ -395,14 +431,25 @@ func (l *Log) setSticky(err error) {
 func (l *Log) rotate() error {
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
-	l.flushLocked()
-	l.mu.RLock()
-	err := l.writableLocked()
-	need := l.enc.size >= l.opts.SegmentSize
-	old, offs, since := l.active, l.activeIdx, l.since
-	l.mu.RUnlock()
-	if err != nil || !need {
-		return err
+	var old *segment
+	var offs []int64
+	var since int64
+	for {
+		l.flushLocked()
+		l.mu.RLock()
+		err := l.writableLocked()
+		need := l.enc.size >= l.opts.SegmentSize
+		// An appender may have encoded into a new pending batch since the
+		// flush (the segment was below the limit then): flush it first.
+		pending := l.pend != nil
+		old, offs, since = l.active, l.activeIdx, l.since
+		l.mu.RUnlock()
+		if err != nil || !need {
+			return err
+		}
+		if !pending {
+			break
+		}
 	}
 	// Seal with an fsync even under SyncNever, so that only the last
 	// segment can ever have a torn tail.

@@ -75,11 +75,16 @@ func Open(dir string, opts *Options) (*Log, error) {
 	l.report.LastSeq = l.since
 	l.sinceA.Store(l.since)
 	l.enc = encState{since: l.since, head: l.head, size: l.pubSize}
-	if !o.ReadOnly && o.Sync == SyncInterval {
+	if !o.ReadOnly && o.Sync != SyncNever {
 		ctx, cancel := context.WithCancel(context.Background())
 		l.cancel = cancel
 		l.wg.Add(1)
-		go l.syncLoop(ctx)
+		if o.Sync == SyncInterval {
+			go l.syncLoop(ctx)
+		} else {
+			l.kick = make(chan struct{}, 1)
+			go l.flushLoop(ctx)
+		}
 	}
 	l.logger.Info("filelog: opened", "dir", dir, "since", l.since, "segments", l.report.Segments,
 		"scanned_bytes", l.report.ScannedBytes, "duration", l.report.Duration, "sync", o.Sync.String())
