@@ -243,7 +243,7 @@ func (a *api) getLog(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusInternalServerError, err.Error())
 		return
 	}
-	if json.Valid(v) {
+	if validJSON(v) {
 		w.Header().Set("Content-Type", "application/json")
 	} else {
 		w.Header().Set("Content-Type", "application/octet-stream")
@@ -385,9 +385,15 @@ func (a *api) streamLog(w http.ResponseWriter, r *http.Request) {
 func appendStreamLine(dst []byte, e flume.Entry) []byte {
 	dst = append(dst, `{"seq":`...)
 	dst = strconv.AppendInt(dst, e.Seq, 10)
-	if json.Valid(e.Data) && bytes.IndexByte(e.Data, '\n') < 0 {
+	if validJSON(e.Data) {
 		dst = append(dst, `,"value":`...)
-		dst = append(dst, e.Data...)
+		if bytes.IndexByte(e.Data, '\n') < 0 {
+			dst = append(dst, e.Data...)
+		} else { // written through the library with newlines: one line for NDJSON
+			b := bytes.NewBuffer(dst)
+			json.Compact(b, e.Data)
+			dst = b.Bytes()
+		}
 	} else {
 		dst = append(dst, `,"data":"`...)
 		dst = base64.StdEncoding.AppendEncode(dst, e.Data)

@@ -482,3 +482,23 @@ func TestShutdownFinishesInFlightAppends(t *testing.T) {
 		t.Errorf("Shutdown returned after %v, before the in-flight append finished", d)
 	}
 }
+
+// TestStreamNonJSONEntries: entries written through the library that are
+// not one-line JSON still make valid NDJSON.
+func TestStreamNonJSONEntries(t *testing.T) {
+	n := startNode(t, Config{})
+	ctx := context.Background()
+	for _, v := range []string{"not json", "{\n  \"pretty\": true\n}", "\x00\xff"} {
+		if _, err := n.DB().Append(ctx, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := do(t, "GET", n.url+"/log", "", "")
+	want := "{\"seq\":0,\"data\":\"bm90IGpzb24=\"}\n{\"seq\":1,\"value\":{\"pretty\":true}}\n{\"seq\":2,\"data\":\"AP8=\"}\n"
+	if r.body != want {
+		t.Errorf("got %q, want %q", r.body, want)
+	}
+	if g := do(t, "GET", n.url+"/log/0", "", ""); g.hdr.Get("Content-Type") != "application/octet-stream" || g.body != "not json" {
+		t.Errorf("GET /log/0: %q %q", g.hdr.Get("Content-Type"), g.body)
+	}
+}
