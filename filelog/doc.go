@@ -1,0 +1,91 @@
+// Package filelog is the durable flume.Log: segmented files of CRC-checked,
+// hash-chained frames, an index that makes Get O(1) and open time
+// independent of the log's length, a configurable fsync policy with group
+// commit, and recovery that truncates a torn tail and reports it, while
+// corruption anywhere before the tail is an error naming file, offset and
+// seq.
+//
+// # On-disk layout
+//
+//	dir/
+//	  LOCK                      flock'ed by the opener (flume.ErrLocked for a second one)
+//	  META                      log ID and epoch (44 bytes, written tmp+fsync+rename+dir fsync)
+//	  00000000000000000000.seg  segment: frames of seqs 0..k-1 (name = first seq, 20 digits)
+//	  00000000000000000000.idx  index of a sealed segment
+//	  0000000000000000000k.seg  the active (last) segment; it has no index file
+//
+// A segment is a plain sequence of entry frames, the same bytes the
+// replication protocol sends (see flume.AppendFrame):
+//
+//	+--------+--------+--------+--------+------------+-------------+
+//	| len u32| crc u32| seq i64|epoch u64| hash [32]  | payload[len]|
+//	+--------+--------+--------+--------+------------+-------------+
+//	  crc = CRC32C(len || seq || epoch || hash || payload), little endian
+//
+// An index file holds one uint64 offset per entry of its segment, then a
+// 40-byte trailer: "FLUMEIDX", base seq, count, segment size (u64 each),
+// version u32, CRC32C of the trailer. META is "FLUMEMET", version u32,
+// 4 reserved bytes, the 16-byte log ID, epoch u64, CRC32C u32. All integers
+// are little endian. testdata/golden freezes this format.
+//
+// A segment is sealed once it reaches Options.SegmentSize (at an Append
+// boundary): it is fsynced, its index is written (temp file, fsync, rename)
+// and the next segment is created and the directory fsynced. So only the
+// last segment can ever have a torn tail, under every sync mode.
+//
+// # Open and recovery
+//
+// Open reads META, the trailers of the sealed segments' indexes (checking
+// them against the segment sizes) and scans only the active segment,
+// checking each frame's CRC and seq. A bad frame at the end of the active
+// segment with nothing valid after it is a torn tail: it is truncated and
+// described in OpenReport (and logged). A bad frame followed by a valid one,
+// a well-formed frame with the wrong seq, a missing segment or META, or a
+// sealed segment whose size disagrees with its index is corruption: Open
+// returns a *flume.CorruptionError and changes nothing. A missing or bad
+// index of a sealed segment is rebuilt by scanning that segment.
+// Corruption inside sealed segments is found when read: Get, Entry and
+// iterators return a *flume.CorruptionError for a bad frame and never
+// serve it; Verify walks everything, including the chain hash.
+//
+// # Sync modes and their guarantees
+//
+//   - SyncAlways (default): Append returns after its entries are written
+//     and fsynced; an acknowledged append survives power loss. Concurrent
+//     appenders are group-committed by one flusher goroutine: one write and
+//     one fsync for all entries pending when it starts; a lone writer pays
+//     one write and one fsync per Append.
+//   - SyncInterval: Append returns after the write reaches the OS; a
+//     background goroutine fsyncs every Options.SyncInterval. A process crash
+//     loses nothing acknowledged; a power loss loses at most about one
+//     interval of acknowledged appends.
+//   - SyncNever: Append returns after the write; the OS decides when to
+//     write back (and Sync, segment sealing and Close fsync). A process
+//     crash loses nothing acknowledged; a power loss may lose any suffix
+//     that was not synced.
+//
+// In every mode an entry is published (visible to Since, Head, Get and
+// iterators) only after its data is written, and under SyncAlways only
+// after it is fsynced; readers never see an entry that a crash could take
+// back under the chosen policy. After any crash the log is a prefix of
+// what was appended: entries are never reordered or gapped, and the
+// recovered tail of an unacknowledged batch may be partial.
+//
+// # Write failures
+//
+// A failed write (EIO, ENOSPC) fails the Append (and any appends grouped
+// with it), truncates the partial write back to the last good frame and
+// leaves the log usable: when space returns, appends succeed again. A
+// failed fsync is sticky (fsyncgate: the kernel may have dropped the dirty
+// pages and a retried fsync would falsely succeed): every later write
+// returns that error until the log is closed and reopened, which recovers
+// from what is actually on disk. Reads keep working. The outcome of an
+// append that failed at fsync is unknown; after reopen it may or may not be
+// present, like an append whose caller timed out.
+//
+// # Concurrency
+//
+// All methods are safe for concurrent use. Iterators read sequentially
+// through their own 256 KiB buffer (pooled), so memory does not depend on
+// the log's length, and they never block appends. Lock order: LOCKS.md.
+package filelog
