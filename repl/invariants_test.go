@@ -793,3 +793,32 @@ func TestCloseWithStalledFollower(t *testing.T) {
 		t.Fatalf("Close took %v with a stalled follower", d)
 	}
 }
+
+// Heartbeats keep an idle connection alive well past DeadAfter, in both
+// directions: no reconnects, one handshake.
+func TestIdleConnectionStaysUp(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			pdb, fdb := newMemDB(t), newMemDB(t)
+			h := newHarness(t, tr, pdb, fastOpts())
+			s := h.mustFollow(fdb)
+			defer s.Close()
+			time.Sleep(4 * fastOpts().DeadAfter)
+			var f *Follower
+			var p *Primary
+			if l, ok := s.(*Link); ok {
+				f, p = l.Follower(), l.Primary()
+			} else {
+				f, p = s.(*Follower), h.prim
+			}
+			if st := f.Stats(); st.Reconnects != 0 || st.Handshakes != 1 {
+				t.Fatalf("idle follower reconnected: %+v (last error %q)", st, f.Status().LastError)
+			}
+			if st := p.Stats(); st.Handshakes != 1 {
+				t.Fatalf("primary saw %d handshakes", st.Handshakes)
+			}
+			appendN(t, pdb, 3, "after-idle")
+			waitSince(t, fdb, 2)
+		})
+	}
+}
