@@ -34,6 +34,9 @@ func TestCrashAlwaysLosesNothingAcked(t *testing.T) {
 	if testing.Short() {
 		rounds = 5
 	}
+	if s := os.Getenv("FLUME_CRASH_ROUNDS"); s != "" { // long runs: FLUME_CRASH_ROUNDS=5000
+		fmt.Sscan(s, &rounds)
+	}
 	for round := 0; round < rounds; round++ {
 		fs := vfs.NewMem()
 		l, err := filelog.Open(dir, &filelog.Options{FS: fs, SegmentSize: 8 << 10, Sync: filelog.SyncAlways})

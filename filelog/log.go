@@ -93,7 +93,9 @@ type batch struct {
 // finish records the batch's outcome and wakes its waiters. l.wmu is held.
 func (b *batch) finish(err error) {
 	b.done, b.err = true, err
-	close(b.doneC)
+	if b.doneC != nil {
+		close(b.doneC)
+	}
 }
 
 // maxSpare bounds the buffers kept for reuse between flushes.
@@ -284,7 +286,10 @@ func (l *Log) AppendEntries(entries []flume.Entry) error {
 
 func (l *Log) pendingLocked() *batch {
 	if l.pend == nil {
-		l.pend = &batch{buf: l.spareBuf[:0], offs: l.spareOffs[:0], start: l.enc.size, doneC: make(chan struct{})}
+		l.pend = &batch{buf: l.spareBuf[:0], offs: l.spareOffs[:0], start: l.enc.size}
+		if l.kick != nil {
+			l.pend.doneC = make(chan struct{}) // only the flusher's waiters use it
+		}
 		l.spareBuf, l.spareOffs = nil, nil
 	}
 	return l.pend

@@ -28,11 +28,16 @@ type segment struct {
 	f    vfs.File   // data file; opened lazily for sealed segments
 	idx  vfs.File   // index file of a sealed segment; opened lazily
 	fsys vfs.FS
+	// closed is set by close; file and idxFile then fail (guarded by fmu).
+	closed bool
 }
 
 func (s *segment) file() (vfs.File, error) {
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
+	if s.closed {
+		return nil, flume.ErrClosed
+	}
 	if s.f == nil {
 		f, err := s.fsys.Open(s.path)
 		if err != nil {
@@ -46,6 +51,9 @@ func (s *segment) file() (vfs.File, error) {
 func (s *segment) idxFile() (vfs.File, error) {
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
+	if s.closed {
+		return nil, flume.ErrClosed
+	}
 	if s.idx == nil {
 		f, err := s.fsys.Open(s.path[:len(s.path)-len(segExt)] + idxExt)
 		if err != nil {
@@ -59,14 +67,19 @@ func (s *segment) idxFile() (vfs.File, error) {
 func (s *segment) close() error {
 	s.fmu.Lock()
 	defer s.fmu.Unlock()
+	// The handles stay set (closed) so that readers racing with Close get
+	// an error from them, which they turn into ErrClosed, rather than
+	// reopening the file.
+	if s.closed {
+		return nil
+	}
+	s.closed = true
 	var err error
 	if s.f != nil {
 		err = s.f.Close()
-		s.f = nil
 	}
 	if s.idx != nil {
 		s.idx.Close()
-		s.idx = nil
 	}
 	return err
 }

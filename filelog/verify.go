@@ -69,17 +69,9 @@ func (l *Log) Verify(ctx context.Context, progress func(doneBytes, totalBytes in
 			rep.Problem = p
 			return rep, p
 		}
-		var f io.ReaderAt
-		if sv.s == l.activeSeg() {
-			l.mu.RLock()
-			f = sv.s.f
-			l.mu.RUnlock()
-		} else {
-			sf, err := sv.s.file()
-			if err != nil {
-				return rep, l.readErr(err)
-			}
-			f = sf
+		f, err := sv.s.file()
+		if err != nil {
+			return rep, l.readErr(err)
 		}
 		r.reset(f, 0, sv.limit)
 		for {
@@ -125,10 +117,4 @@ func (l *Log) Verify(ctx context.Context, progress func(doneBytes, totalBytes in
 		progress(done, total)
 	}
 	return rep, nil
-}
-
-func (l *Log) activeSeg() *segment {
-	l.mu.RLock()
-	defer l.mu.RUnlock()
-	return l.active
 }
