@@ -45,6 +45,12 @@ type clusterConfig struct {
 	// memfs runs every node on filelog over its own crashable vfs.MemFS
 	// (kind is then ignored), so that powerLoss* can drop unsynced writes.
 	memfs bool
+	// followerSync is the followers' fsync policy with memfs (default
+	// always; the primary always uses always).
+	followerSync filelog.SyncMode
+	// maxPerClient bounds one client's appends per runAppenders (default
+	// maxAppendsPerClient).
+	maxPerClient int
 	// clients with these indexes append with k=2 instead of k=1/0.
 	k2Clients map[int]bool
 }
@@ -75,6 +81,7 @@ type cluster struct {
 	// *flume.NotReplicatedError.
 	unexpected []error
 	acked      atomic.Int64
+	ackedByK   [3]atomic.Int64 // successful appends by required acks (k=0, 1, 2)
 	serveDone  chan error
 	dir        string
 	memfs      map[string]*vfs.MemFS // by node name, with cfg.memfs
@@ -128,7 +135,11 @@ func (c *cluster) openLog(name string) flume.Log {
 		fs = vfs.NewMem()
 		c.memfs[name] = fs
 	}
-	l, err := filelog.Open("/data", &filelog.Options{FS: fs, Sync: filelog.SyncAlways})
+	mode := filelog.SyncAlways
+	if name != "primary" {
+		mode = c.cfg.followerSync
+	}
+	l, err := filelog.Open("/data", &filelog.Options{FS: fs, Sync: mode})
 	if err != nil {
 		c.t.Fatalf("open %s: %v", name, err)
 	}
@@ -239,6 +250,7 @@ func (c *cluster) appendOnce(client, n, k int, prefix string) {
 	switch {
 	case err == nil:
 		c.acked.Add(int64(n))
+		c.ackedByK[min(k, 2)].Add(int64(n))
 	case errors.As(err, &nre):
 		outcome = checker.NotReplicated
 		if nre.First != first {
@@ -281,6 +293,10 @@ const maxAppendsPerClient = 20000
 // a batch of 3.
 func (c *cluster) runAppenders(ctx context.Context, clients int, round string) *sync.WaitGroup {
 	var wg sync.WaitGroup
+	limit := c.cfg.maxPerClient
+	if limit <= 0 {
+		limit = maxAppendsPerClient
+	}
 	for cl := 0; cl < clients; cl++ {
 		k := 0
 		if cl%2 == 1 && len(c.fs) > 0 {
@@ -292,7 +308,7 @@ func (c *cluster) runAppenders(ctx context.Context, clients int, round string) *
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := 0; ctx.Err() == nil && i < maxAppendsPerClient; i++ {
+			for i := 0; ctx.Err() == nil && i < limit; i++ {
 				n := 1
 				if i%5 == 4 {
 					n = 3

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flume-go/flume/filelog"
 )
 
 var soakDuration = flag.Duration("soak.duration", 5*time.Minute, "how long TestSoak runs rounds")
@@ -63,7 +65,7 @@ func TestSoak(t *testing.T) {
 		if r%(kinds+2) == kinds+1 {
 			name = fmt.Sprintf("round%d-powerloss", r)
 			ok = t.Run(name, func(t *testing.T) {
-				res := runPowerLossRound(t, seed, powerLossCrashes)
+				res := runPowerLossRound(t, seed, powerLossCrashes, filelog.SyncAlways)
 				tot.powerRounds++
 				tot.crashes += res.crashes
 				for k, v := range res.faults {
