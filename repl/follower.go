@@ -46,6 +46,7 @@ type Follower struct {
 		primarySince int64
 		lastErr      error
 		connectedAt  time.Time
+		refusal      error         // last attempt's permanent error; nil once a handshake succeeds
 		changed      chan struct{} // closed and replaced on every state change
 		closed       bool
 	}
@@ -124,6 +125,11 @@ func (f *Follower) run() {
 		} else {
 			f.log.Info("repl: replication connection ended; reconnecting", "err", err, "retry", delay)
 		}
+		f.mu.Lock()
+		if permanent(err) {
+			f.mu.refusal = err
+		}
+		f.mu.Unlock()
 		f.setState(state, false, err)
 		backoff = min(2*backoff, f.opts.MaxBackoff)
 		// Jitter: wait between half and all of the delay.
@@ -235,6 +241,7 @@ func (f *Follower) session() (streamed bool, err error) {
 	f.mu.Lock()
 	f.mu.primarySince = remote.Since
 	f.mu.connectedAt = time.Now()
+	f.mu.refusal = nil
 	f.mu.Unlock()
 	state := StateCatchingUp
 	if d.UpToDate {
@@ -610,14 +617,14 @@ func (s *fsession) writeLoop() error {
 func (f *Follower) Ready(ctx context.Context) error {
 	for {
 		f.mu.Lock()
-		state, err, ch, closed := f.mu.state, f.mu.lastErr, f.mu.changed, f.mu.closed
+		state, err, ch, closed := f.mu.state, f.mu.refusal, f.mu.changed, f.mu.closed
 		f.mu.Unlock()
 		switch {
 		case closed:
 			return ErrClosed
 		case state == StateCatchingUp || state == StateStreaming:
 			return nil
-		case state == StateRefused && err != nil:
+		case err != nil:
 			return err
 		}
 		select {
