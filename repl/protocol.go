@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 
 	"github.com/flume-go/flume"
@@ -320,8 +321,13 @@ func appendAck(dst []byte, m ack) []byte {
 	dst, s := beginMsg(dst, MsgAck)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Durable))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Received))
+	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[len(dst)-16:], castagnoli))
 	return endMsg(dst, s)
 }
+
+// castagnoli is the CRC32C table; acks carry one so that a corrupted ack
+// can never make the primary count an entry as replicated.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func appendHeartbeat(dst []byte, m heartbeat) []byte {
 	dst, s := beginMsg(dst, MsgHeartbeat)
@@ -545,8 +551,12 @@ func decodeFrames(dst []flume.Entry, m batch) ([]flume.Entry, error) {
 func decodeAck(b []byte) (ack, error) {
 	r := reader{b: b, msg: MsgAck}
 	m := ack{Durable: r.seq("durable"), Received: r.seq("received")}
+	sum := r.u32("checksum")
 	if err := r.done(); err != nil {
 		return ack{}, err
+	}
+	if want := crc32.Checksum(b[:16], castagnoli); sum != want {
+		return ack{}, &ProtocolError{Code: CodeCorrupt, Reason: fmt.Sprintf("Ack message: checksum mismatch: stored %08x, computed %08x", sum, want)}
 	}
 	if m.Received < m.Durable {
 		return ack{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("Ack message: received %d is behind durable %d", m.Received, m.Durable)}
