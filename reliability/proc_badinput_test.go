@@ -82,6 +82,7 @@ func TestProcessBadInput(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	baseFDs := pc.primary.fds()
 	http0 := pc.primary.httpAddr
 	base := "http://" + http0
 
@@ -251,6 +252,17 @@ func TestProcessBadInput(t *testing.T) {
 	cancel()
 	wg.Wait()
 
+	// Every hostile connection was closed: the primary's descriptors are
+	// back to what they were with the legitimate clients connected.
+	// (Our own idle keep-alive connections are closed first: they are not
+	// the server's doing.)
+	pc.stop(intruder)
+	pc.client.CloseIdleConnections()
+	if !waitFor(15*time.Second, func() bool { return pc.primary.fds() <= baseFDs }) {
+		t.Errorf("primary holds %d file descriptors after the attack, %d before:\n%s", pc.primary.fds(), baseFDs, pc.primary.fdList())
+	}
+	t.Logf("primary file descriptors: %d before the attack, %d after", baseFDs, pc.primary.fds())
+
 	httpAuth, err := pc.metric(pc.primary, "flume_http_auth_failures_total")
 	if err != nil {
 		t.Error(err)
@@ -277,7 +289,6 @@ func TestProcessBadInput(t *testing.T) {
 	if rep := pc.checkLive(); !rep.OK() {
 		t.Fatal(rep.Err())
 	}
-	pc.stop(intruder)
 	off := pc.checkOffline()
 	if !off.OK() {
 		t.Fatal(off.Err())

@@ -221,6 +221,40 @@ func (n *node) running() bool {
 	}
 }
 
+// fds counts the open file descriptors of n's current process (-1 if it
+// is not running).
+func (n *node) fds() int {
+	n.mu.Lock()
+	cmd := n.cmd
+	n.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return -1
+	}
+	ents, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid))
+	if err != nil {
+		return -1
+	}
+	return len(ents)
+}
+
+// fdList describes n's open descriptors, for failure messages.
+func (n *node) fdList() string {
+	n.mu.Lock()
+	cmd := n.cmd
+	n.mu.Unlock()
+	if cmd == nil || cmd.Process == nil {
+		return ""
+	}
+	dir := fmt.Sprintf("/proc/%d/fd", cmd.Process.Pid)
+	ents, _ := os.ReadDir(dir)
+	var b strings.Builder
+	for _, e := range ents {
+		target, _ := os.Readlink(filepath.Join(dir, e.Name()))
+		fmt.Fprintf(&b, "%s -> %s\n", e.Name(), target)
+	}
+	return b.String()
+}
+
 // logTail returns the end of n's log file, for failure messages.
 func (n *node) logTail() string {
 	b, _ := os.ReadFile(n.logPath)
