@@ -102,10 +102,17 @@ func percentiles(d []time.Duration) (p50, p99 time.Duration) {
 }
 
 // BenchmarkLiveLag measures append returns on the primary → entry readable
-// on the follower, one append at a time (async replication, memory logs).
+// on the follower, one append at a time (async replication; memory logs, or
+// file logs without fsync).
 func BenchmarkLiveLag(b *testing.B) {
-	pdb := benchDB(b, memlog.New(), nil)
-	fdb := benchDB(b, memlog.New(), nil)
+	for _, kind := range []string{"memlog", "file-never"} {
+		b.Run("log="+kind, func(b *testing.B) { benchLiveLag(b, kind) })
+	}
+}
+
+func benchLiveLag(b *testing.B, kind string) {
+	pdb := benchDB(b, benchLog(b, kind), nil)
+	fdb := benchDB(b, benchLog(b, kind), nil)
 	_, addr := servePrimary(b, pdb, benchOpts())
 	f, err := NewFollower(fdb, addr, benchOpts())
 	if err != nil {
