@@ -533,6 +533,11 @@ func (l *Log) Close() error {
 	var err error
 	if !l.opts.ReadOnly {
 		err = l.syncLocked()
+		if err == nil && l.werr == nil {
+			if cerr := l.writeCheckpoint(); cerr != nil {
+				l.logger.Warn("filelog: writing the checkpoint index failed; the next open scans the active segment", "err", cerr)
+			}
+		}
 	}
 	if cerr := l.closeFiles(); err == nil {
 		err = cerr

@@ -2,6 +2,7 @@ package filelog
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -180,11 +181,6 @@ func (l *Log) recover() error {
 		return &flume.CorruptionError{Path: s.path, Offset: 0, Seq: next,
 			Reason: fmt.Sprintf("segment starts at seq %d but the previous one ends at %d", b, next-1)}
 	}
-	if idx[b] && !l.opts.ReadOnly {
-		// An index of the last segment is stale (a crash between sealing and
-		// creating the next segment): the segment may grow again.
-		l.fs.Remove(filepath.Join(l.dir, idxName(b)))
-	}
 	var f vfs.File
 	if l.opts.ReadOnly {
 		f, err = l.fs.Open(s.path)
@@ -200,11 +196,27 @@ func (l *Log) recover() error {
 		return fmt.Errorf("filelog: stat %s: %w", s.path, err)
 	}
 	size := st.Size()
-	res, err := scanSegment(f, b, size)
+	// A checkpoint index of the active segment (written by Close, or left
+	// by sealing just before a crash) covers a prefix of it: scan only
+	// what follows. Segments only grow past a checkpoint, so a stale one
+	// is still a valid prefix.
+	var prefix []int64
+	var start int64
+	var prefixHash flume.Hash
+	if idx[b] {
+		prefix, start, prefixHash = l.loadCheckpoint(s, f, size)
+	}
+	res, err := scanSegmentFrom(f, b+int64(len(prefix)), start, size)
 	if err != nil {
 		return fmt.Errorf("filelog: read %s: %w", s.path, err)
 	}
-	l.report.ScannedBytes += size
+	if len(prefix) > 0 {
+		if len(res.offs) == 0 {
+			res.lastHash = prefixHash
+		}
+		res.offs = append(prefix, res.offs...)
+	}
+	l.report.ScannedBytes += size - start
 	if res.problem != nil {
 		// A bad frame is a torn tail only if nothing valid follows it: a
 		// flipped length can make a mid-log frame look cut short too. A
@@ -253,6 +265,60 @@ func (l *Log) recover() error {
 		l.head = l.genesis
 	}
 	return nil
+}
+
+// loadCheckpoint reads the index file of the active segment s (data file
+// f of size bytes). It returns the offsets it holds, the end of the last
+// indexed frame and that frame's hash, or nothing if the index is unusable
+// (which it then removes).
+func (l *Log) loadCheckpoint(s *segment, f vfs.File, size int64) ([]int64, int64, flume.Hash) {
+	p := filepath.Join(l.dir, idxName(s.base))
+	drop := func(why string) ([]int64, int64, flume.Hash) {
+		l.logger.Warn("filelog: ignoring checkpoint index of the active segment", "file", p, "reason", why)
+		if !l.opts.ReadOnly {
+			l.fs.Remove(p)
+		}
+		return nil, 0, flume.Hash{}
+	}
+	b, err := vfs.ReadFile(l.fs, p)
+	if err != nil {
+		return drop(err.Error())
+	}
+	if len(b) < idxTrail {
+		return drop("too short")
+	}
+	count, isize, err := decodeIndexTrailer(b[len(b)-idxTrail:], s.base, int64(len(b)))
+	if err != nil {
+		return drop(err.Error())
+	}
+	if isize > size {
+		return drop("index covers more than the segment holds")
+	}
+	if count == 0 {
+		return nil, 0, flume.Hash{}
+	}
+	offs := make([]int64, count)
+	for i := range offs {
+		offs[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
+	}
+	last := offs[count-1]
+	e, err := l.readFrame(s, f, s.base+count-1, last, isize)
+	if err != nil {
+		return drop(err.Error())
+	}
+	return offs, isize, e.Hash
+}
+
+// writeCheckpoint writes the index of the active segment so that the next
+// Open need not scan it. l.wmu is held; everything is flushed.
+func (l *Log) writeCheckpoint() error {
+	l.mu.RLock()
+	s, offs, size := l.active, l.activeIdx, l.pubSize
+	l.mu.RUnlock()
+	if size != l.wsize {
+		return nil // unpublished bytes (a failed fsync): let recovery decide
+	}
+	return vfs.WriteFileAtomic(l.fs, filepath.Join(l.dir, idxName(s.base)), encodeIndex(s.base, offs, size))
 }
 
 // loadSealed reads the index trailer of a sealed segment, or rebuilds the

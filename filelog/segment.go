@@ -244,11 +244,17 @@ var errSeq = errors.New("seq out of sequence")
 // CRCs and seq density. I/O errors are returned as err; bad data is reported
 // in the result.
 func scanSegment(f vfs.File, base, size int64) (scanResult, error) {
-	var res scanResult
+	return scanSegmentFrom(f, base, 0, size)
+}
+
+// scanSegmentFrom scans from offset start, where the frame of seq first
+// begins.
+func scanSegmentFrom(f vfs.File, first, start, size int64) (scanResult, error) {
+	res := scanResult{size: start}
 	r := newFrameReader()
 	defer r.release()
-	r.reset(f, 0, size)
-	want := base
+	r.reset(f, start, size)
+	want := first
 	for {
 		off := r.off
 		e, _, err := r.next()
