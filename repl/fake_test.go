@@ -92,8 +92,11 @@ func (r *rawPeer) followerHandshake(secret []byte, h Hello) (Hello, *accept, err
 // primaryHandshake runs the primary side against a real Follower and
 // accepts it from its since+1, claiming primarySince.
 func (r *rawPeer) primaryHandshake(h Hello) (Hello, error) {
-	t := r.t
-	t.Helper()
+	r.t.Helper()
+	return r.primaryHandshakeNoT(h)
+}
+
+func (r *rawPeer) primaryHandshakeNoT(h Hello) (Hello, error) {
 	if _, err := r.w.mr.readPreamble(); err != nil {
 		return Hello{}, err
 	}
