@@ -32,8 +32,11 @@ func (r *rawPeer) read() (MsgType, []byte, error) {
 // followerHandshake runs the follower side of auth and Hello against a real
 // Primary and returns the primary's Hello and the Accept or error.
 func (r *rawPeer) followerHandshake(secret []byte, h Hello) (Hello, *accept, error) {
-	t := r.t
-	t.Helper()
+	r.t.Helper()
+	return r.followerHandshakeNoT(secret, h)
+}
+
+func (r *rawPeer) followerHandshakeNoT(secret []byte, h Hello) (Hello, *accept, error) {
 	nonce := randomNonce()
 	out := appendPreamble(nil, Version)
 	out = appendAuthInit(out, authInit{HasSecret: len(secret) > 0, Nonce: nonce})
