@@ -45,9 +45,9 @@ type clusterConfig struct {
 	// memfs runs every node on filelog over its own crashable vfs.MemFS
 	// (kind is then ignored), so that powerLoss* can drop unsynced writes.
 	memfs bool
-	// followerSync is the followers' fsync policy with memfs (default
-	// always; the primary always uses always).
-	followerSync filelog.SyncMode
+	// followerSync and primarySync are the fsync policies with memfs
+	// (default always).
+	followerSync, primarySync filelog.SyncMode
 	// maxPerClient bounds one client's appends per runAppenders (default
 	// maxAppendsPerClient).
 	maxPerClient int
@@ -135,7 +135,7 @@ func (c *cluster) openLog(name string) flume.Log {
 		fs = vfs.NewMem()
 		c.memfs[name] = fs
 	}
-	mode := filelog.SyncAlways
+	mode := c.cfg.primarySync
 	if name != "primary" {
 		mode = c.cfg.followerSync
 	}
