@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -61,7 +62,7 @@ type Log struct {
 	sinceA atomic.Int64 // published since, for lock-free Since
 
 	stats struct {
-		entries, bytes, writes, syncs atomic.Int64
+		entries, bytes, writes, syncs, syncNanos atomic.Int64
 	}
 
 	kick   chan struct{}      // wakes flushLoop (SyncAlways)
@@ -107,11 +108,14 @@ type Stats struct {
 	Bytes   int64 // frame bytes written
 	Writes  int64 // write calls to segment files
 	Syncs   int64 // fsyncs of segment files
+	// SyncTime is the total time spent in those fsyncs.
+	SyncTime time.Duration
 }
 
 // Stats returns the log's counters.
 func (l *Log) Stats() Stats {
-	return Stats{l.stats.entries.Load(), l.stats.bytes.Load(), l.stats.writes.Load(), l.stats.syncs.Load()}
+	return Stats{l.stats.entries.Load(), l.stats.bytes.Load(), l.stats.writes.Load(), l.stats.syncs.Load(),
+		time.Duration(l.stats.syncNanos.Load())}
 }
 
 // OpenReport returns what Open found and did.
@@ -328,6 +332,11 @@ func (l *Log) flushLoop(ctx context.Context) {
 			return
 		case <-l.kick:
 		}
+		// Let writers woken by the previous group (runnable now) append
+		// before this group is cut: without it, groups alternate between
+		// the writers that missed the last fsync and those it released,
+		// each about half of them.
+		runtime.Gosched()
 		l.wmu.Lock()
 		l.flushLocked()
 		l.wmu.Unlock()
@@ -416,8 +425,13 @@ func (l *Log) syncLocked() error {
 		l.setSticky(err)
 		return err
 	}
-	if d := time.Since(start); d > l.opts.SlowSync {
+	d := time.Since(start)
+	l.stats.syncNanos.Add(int64(d))
+	if d > l.opts.SlowSync {
 		l.logger.Warn("filelog: slow fsync", "file", l.active.path, "duration", d)
+	}
+	if l.opts.OnSync != nil {
+		l.opts.OnSync(d)
 	}
 	l.unsynced = false
 	return nil

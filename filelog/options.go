@@ -69,6 +69,10 @@ type Options struct {
 	// SlowSync is the fsync duration above which a warning is logged.
 	// Default 1s, as etcd's "slow fdatasync" warning.
 	SlowSync time.Duration
+	// OnSync, if set, is called after every fsync of a segment with its
+	// duration (e.g. to feed a latency histogram). It runs with the write
+	// lock held: keep it fast.
+	OnSync func(d time.Duration)
 	// Logger receives open reports, truncations and slow-fsync warnings.
 	// Default: discard.
 	Logger *slog.Logger
