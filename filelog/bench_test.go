@@ -61,13 +61,25 @@ func fixture(b *testing.B, n int64) string {
 	return d
 }
 
+// lastBench is the log openBench opened last, for its Stats.
+var lastBench *filelog.Log
+
 func openBench(mode filelog.SyncMode) func(b *testing.B) flume.Log {
 	return func(b *testing.B) flume.Log {
 		l, err := filelog.Open(b.TempDir(), &filelog.Options{Sync: mode})
 		if err != nil {
 			b.Fatal(err)
 		}
+		lastBench = l
 		return l
+	}
+}
+
+// reportSyncs reports the group-commit figures of the last benchmark log.
+func reportSyncs(b *testing.B) {
+	if st := lastBench.Stats(); st.Syncs > 0 {
+		b.ReportMetric(float64(st.Entries)/float64(st.Syncs), "entries/fsync")
+		b.ReportMetric(float64(st.SyncTime.Microseconds())/float64(st.Syncs), "µs/fsync")
 	}
 }
 
@@ -77,6 +89,7 @@ func BenchmarkAppend(b *testing.B) {
 			for _, w := range []int{1, 64} {
 				b.Run(fmt.Sprintf("size=%d/sync=%s/writers=%d", size, mode, w), func(b *testing.B) {
 					flumetest.BenchAppend(b, openBench(mode), size, w, 1)
+					reportSyncs(b)
 				})
 			}
 			b.Run(fmt.Sprintf("size=%d/sync=%s/batch=1000", size, mode), func(b *testing.B) {
