@@ -104,3 +104,20 @@ type Iterator interface {
 	Err() error
 	Close() error
 }
+
+// AppendSyncer is an optional interface of a Log. SyncsOnAppend reports
+// whether Append and AppendEntries return only once their entries are
+// durable (filelog with SyncAlways; memlog, which has nothing more durable
+// than memory). Replication asks it so that a follower whose log does not
+// sync on append calls Sync before it acknowledges entries as durable. A Log
+// that does not implement it is treated as not syncing on append.
+type AppendSyncer interface {
+	SyncsOnAppend() bool
+}
+
+// SyncsOnAppend reports whether l returns from appends only once durable
+// (see AppendSyncer).
+func SyncsOnAppend(l Log) bool {
+	s, ok := l.(AppendSyncer)
+	return ok && s.SyncsOnAppend()
+}

@@ -218,3 +218,7 @@ func (it *iter) Next() bool {
 func (it *iter) Entry() flume.Entry { return it.cur }
 func (it *iter) Err() error         { return it.err }
 func (it *iter) Close() error       { it.done = true; return nil }
+
+// SyncsOnAppend implements flume.AppendSyncer: memory is as durable as this
+// log gets, so an entry is "durable" as soon as Append returns.
+func (l *Log) SyncsOnAppend() bool { return true }

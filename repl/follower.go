@@ -250,14 +250,20 @@ func (f *Follower) session() (streamed bool, err error) {
 	f.setState(state, true, nil)
 	f.log.Info("repl: connected to primary", "from", d.From, "primary_since", remote.Since)
 
-	s := &fsession{f: f, w: w, ctx: ctx, cancel: cancel, appendCh: make(chan *rxBatch, 8)}
+	s := &fsession{f: f, w: w, ctx: ctx, cancel: cancel, appendCh: make(chan *rxBatch, 8),
+		syncOnAppend: flume.SyncsOnAppend(f.db.Log()), syncCh: make(chan struct{}, 1)}
 	s.durable.Store(d.From - 1)
 	s.received.Store(d.From - 1)
+	s.written.Store(d.From - 1)
 	s.lastD, s.lastR, s.lastSend = d.From-1, d.From-1, time.Now()
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); s.readLoop(d.From) }()
 	go func() { defer wg.Done(); s.appendLoop() }()
+	if !s.syncOnAppend {
+		wg.Add(1)
+		go func() { defer wg.Done(); s.syncLoop() }()
+	}
 	err = s.writeLoop()
 	cancel()
 	w.stopReads()
@@ -331,6 +337,13 @@ func (f *Follower) handshake(w *wire) (Hello, Decision, error) {
 		proof.Proof = authMAC(f.opts.Secret, RoleFollower, nonce, ch.Nonce)
 	}
 	l := f.db.Log()
+	if !flume.SyncsOnAppend(l) {
+		// The primary takes the since in our Hello as durable here (it
+		// may answer synchronous appends with it), so make it so.
+		if err := l.Sync(); err != nil {
+			return Hello{}, Decision{}, fmt.Errorf("repl: fsync before handshake: %w", err)
+		}
+	}
 	since, hash := l.Head()
 	local := Hello{Version: Version, Role: RoleFollower, NodeID: f.opts.NodeID, LogID: l.ID(), Epoch: l.Epoch(), Since: since, Hash: hash}
 	w.out = appendAuthProof(w.out, proof)
@@ -406,8 +419,15 @@ type fsession struct {
 
 	durable  atomic.Int64
 	received atomic.Int64
-	mu       sync.Mutex
-	firstErr error
+	// Logs that do not fsync on append (filelog interval/never): the
+	// appender records what it wrote in written and pokes syncCh; syncLoop
+	// fsyncs and only then advances durable, so a durable ack always means
+	// fsynced on this follower (architecture.md §5, §6.5).
+	syncOnAppend bool
+	written      atomic.Int64
+	syncCh       chan struct{}
+	mu           sync.Mutex
+	firstErr     error
 
 	wmu          sync.Mutex // serialises writes: acks (appender) and heartbeats (writer)
 	lastD, lastR int64      // last acked positions
@@ -541,8 +561,7 @@ func (s *fsession) appendLoop() {
 				last = b.entries[len(b.entries)-1].Seq
 			}
 			if last > -2 {
-				s.durable.Store(last)
-				s.sendProgress(false)
+				s.appended(last)
 			}
 		}
 		clear(merged)
@@ -557,8 +576,7 @@ func (s *fsession) appendLoop() {
 			s.fail(err)
 			return
 		}
-		s.durable.Store(last)
-		if err := s.sendProgress(false); err != nil {
+		if err := s.appended(last); err != nil {
 			s.fail(err)
 			return
 		}
@@ -567,6 +585,47 @@ func (s *fsession) appendLoop() {
 		f.mu.Unlock()
 		if caughtUp {
 			f.setState(StateStreaming, true, nil)
+		}
+	}
+}
+
+// appended records that entries up to last are in the log. Under a log
+// that syncs on append they are durable now; otherwise syncLoop makes them
+// durable before they are acknowledged as such.
+func (s *fsession) appended(last int64) error {
+	if s.syncOnAppend {
+		s.durable.Store(last)
+		return s.sendProgress(false)
+	}
+	s.written.Store(last)
+	select {
+	case s.syncCh <- struct{}{}:
+	default: // a sync is already due; it will cover last
+	}
+	return s.sendProgress(false) // received progress moves the window now
+}
+
+// syncLoop fsyncs the log after appends (coalescing: one fsync covers every
+// append made before it started) and then acknowledges them as durable. It
+// runs only for logs that do not sync on append, and ends with the session.
+func (s *fsession) syncLoop() {
+	for {
+		select {
+		case <-s.syncCh:
+		case <-s.ctx.Done():
+			return
+		}
+		w := s.written.Load()
+		if err := s.f.db.Log().Sync(); err != nil {
+			s.fail(fmt.Errorf("repl: fsync before acknowledging seq %d: %w", w, err))
+			return
+		}
+		if w > s.durable.Load() {
+			s.durable.Store(w)
+			if err := s.sendProgress(false); err != nil {
+				s.fail(err)
+				return
+			}
 		}
 	}
 }
