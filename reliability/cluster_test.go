@@ -363,7 +363,7 @@ func (c *cluster) check(o checker.Options) *checker.Report {
 }
 
 // faultKinds are the network faults the injector picks from.
-var faultKinds = []string{"delay", "throttle", "cut", "blackhole", "blackhole-acks", "pause", "reset", "corrupt"}
+var faultKinds = []string{"delay", "throttle", "cut", "blackhole", "blackhole-acks", "pause", "reset", "corrupt", "duplicate"}
 
 // injectFaults applies random faults to the followers' proxies until ctx
 // ends; see injectProxyFaults.
@@ -421,6 +421,16 @@ func injectProxyFaults(ctx context.Context, rnd *rand.Rand, proxies []*netproxy.
 					out := append([]byte(nil), b...)
 					out[flipAt%len(out)] ^= 0x5a
 					return out
+				})
+			case "duplicate":
+				// Deliver one chunk of the primary → follower stream
+				// twice: the follower must not append anything twice.
+				var once atomic.Bool
+				p.ModifyDir(netproxy.Downstream, func(b []byte) []byte {
+					if len(b) == 0 || once.Swap(true) {
+						return b
+					}
+					return append(append([]byte(nil), b...), b...)
 				})
 			}
 			counts[kind]++

@@ -412,6 +412,100 @@ func (pc *procCluster) runClients(ctx context.Context, n int, round string) *syn
 	return &wg
 }
 
+// tailer follows GET /log?live=true on one node across its restarts,
+// resuming after the last seq it saw, and records what it was streamed.
+type tailer struct {
+	node    *node
+	mu      sync.Mutex
+	got     map[int64]string // seq → value as streamed
+	last    int64
+	resumes int
+	errs    []string // gaps, duplicates, bad lines
+}
+
+// runTailer tails n until ctx ends.
+func (pc *procCluster) runTailer(ctx context.Context, n *node) (*tailer, *sync.WaitGroup) {
+	tl := &tailer{node: n, got: make(map[int64]string), last: -1}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			tl.once(ctx, pc)
+			select {
+			case <-ctx.Done():
+			case <-time.After(20 * time.Millisecond): // retry pacing while the node is down
+			}
+		}
+	}()
+	return tl, &wg
+}
+
+func (tl *tailer) once(ctx context.Context, pc *procCluster) {
+	tl.mu.Lock()
+	from := tl.last
+	tl.resumes++
+	tl.mu.Unlock()
+	req, err := http.NewRequestWithContext(ctx, "GET", fmt.Sprintf("http://%s/log?gt=%d&live=true", tl.node.httpAddr, from), nil)
+	if err != nil {
+		return
+	}
+	req.Header.Set("Authorization", "Bearer "+pc.secret)
+	// No client timeout: a live stream stays open; ctx ends it.
+	resp, err := (&http.Client{Transport: pc.client.Transport}).Do(req)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		return
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var line struct {
+			Seq   int64           `json:"seq"`
+			Value json.RawMessage `json:"value"`
+		}
+		if err := json.Unmarshal(sc.Bytes(), &line); err != nil {
+			tl.mu.Lock()
+			tl.errs = append(tl.errs, fmt.Sprintf("%s: bad live line %q: %v", tl.node.name, sc.Bytes(), err))
+			tl.mu.Unlock()
+			return
+		}
+		tl.mu.Lock()
+		if line.Seq != tl.last+1 {
+			tl.errs = append(tl.errs, fmt.Sprintf("%s: live stream (resumed after %d) yielded seq %d after %d", tl.node.name, from, line.Seq, tl.last))
+		}
+		tl.last = line.Seq
+		tl.got[line.Seq] = string(line.Value)
+		tl.mu.Unlock()
+	}
+}
+
+// check compares what was streamed with the primary's final log.
+func (tl *tailer) check(p checker.Replica) []checker.Violation {
+	tl.mu.Lock()
+	defer tl.mu.Unlock()
+	var vs []checker.Violation
+	for _, e := range tl.errs {
+		vs = append(vs, checker.Violation{Kind: "live-stream", Detail: e})
+	}
+	for seq, v := range tl.got {
+		if seq >= int64(len(p.Entries)) || p.Entries[seq].Value != v {
+			want := "nothing"
+			if seq < int64(len(p.Entries)) {
+				want = p.Entries[seq].Value
+			}
+			vs = append(vs, checker.Violation{Kind: "live-stream", Detail: fmt.Sprintf("%s streamed %q at seq %d, the primary holds %s", tl.node.name, v, seq, want)})
+			if len(vs) > 10 {
+				break
+			}
+		}
+	}
+	return vs
+}
+
 // status is GET /status of a node.
 func (pc *procCluster) status(n *node) (server.Status, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -458,6 +552,15 @@ func (pc *procCluster) waitCaughtUp(d time.Duration) error {
 		return fmt.Errorf("followers did not catch up in %v: %s", d, last)
 	}
 	return nil
+}
+
+// primarySince is the primary's since per /status (-2 on error).
+func (pc *procCluster) primarySince() int64 {
+	st, err := pc.status(pc.primary)
+	if err != nil {
+		return -2
+	}
+	return st.Since
 }
 
 // readHTTP reads a node's whole log through GET /log (NDJSON), with the
@@ -617,6 +720,11 @@ func runProcRound(t testing.TB, seed int64, crashes int, netFaults bool, fsync s
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	wg := pc.runClients(ctx, 4, fmt.Sprintf("p%d", seed))
+	// Live tails of the primary and of one follower, across their crashes.
+	tctx, tcancel := context.WithCancel(context.Background())
+	defer tcancel()
+	tp, twp := pc.runTailer(tctx, pc.primary)
+	tf, twf := pc.runTailer(tctx, pc.followers[rnd.Intn(len(pc.followers))])
 	var res procRoundResult
 	fctx, fcancel := context.WithCancel(context.Background())
 	defer fcancel()
@@ -670,10 +778,28 @@ func runProcRound(t testing.TB, seed int64, crashes int, netFaults bool, fsync s
 		live := pc.checkLive()
 		res.violations = append(res.violations, live.Violations...)
 		res.verified += live.EntriesVerified
+		// The live tails have seen everything: wait for them to reach
+		// the end, then compare.
+		end := pc.primarySince()
+		for _, tl := range []*tailer{tp, tf} {
+			if !waitFor(10*time.Second, func() bool { tl.mu.Lock(); defer tl.mu.Unlock(); return tl.last >= end }) {
+				res.violations = append(res.violations, checker.Violation{Kind: "live-stream",
+					Detail: fmt.Sprintf("live tail of %s stopped at %d, the log ends at %d", tl.node.name, tl.last, end)})
+			}
+		}
 	}
+	tcancel()
+	twp.Wait()
+	twf.Wait()
 	off := pc.checkOffline()
 	res.violations = append(res.violations, off.Violations...)
 	res.verified += off.EntriesVerified
+	if p, err := readOffline("primary", pc.primary.logDir()); err == nil {
+		for _, tl := range []*tailer{tp, tf} {
+			res.violations = append(res.violations, tl.check(p)...)
+			res.verified += len(tl.got)
+		}
+	}
 	res.acked = pc.acked.Load()
 	pc.mu.Lock()
 	res.weird = append(res.weird, pc.weird...)
