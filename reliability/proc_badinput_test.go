@@ -322,3 +322,46 @@ func parseSince(b []byte) int64 {
 	}
 	return *st.Since
 }
+
+// TestProcessSecondOpenerRefused: a second `flume serve` on a data
+// directory that a running node holds exits with an error naming the lock,
+// and the running node and its data are unaffected.
+func TestProcessSecondOpenerRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs real processes; skipped under -short")
+	}
+	seed := testSeed(t)
+	pc := newProcCluster(t, procConfig{followers: 1, k: 0})
+	ctx, cancel := context.WithCancel(context.Background())
+	wg := pc.runClients(ctx, 1, fmt.Sprintf("lock%d", seed))
+	defer func() { cancel(); wg.Wait() }()
+	for _, n := range []*node{pc.primary, pc.followers[0]} {
+		dup := &node{name: n.name + "-dup", data: n.data, follow: n.follow, logPath: filepath.Join(pc.dir, n.name+"-dup.log"),
+			httpAddr: freePort(t), replAddr: freePort(t), extra: n.extra}
+		pc.start(dup)
+		select {
+		case <-dup.exited:
+		case <-time.After(10 * time.Second):
+			pc.stop(dup)
+			t.Fatalf("a second node on %s's data directory kept running; log:\n%s", n.name, dup.logTail())
+		}
+		if code := dup.cmd.ProcessState.ExitCode(); code == 0 {
+			t.Errorf("second opener of %s's data exited 0", n.name)
+		}
+		if log := dup.logTail(); !strings.Contains(strings.ToLower(log), "lock") {
+			t.Errorf("second opener of %s's data: error does not mention the lock:\n%s", n.name, log)
+		}
+	}
+	target := pc.acked.Load() + 20
+	if !waitFor(10*time.Second, func() bool { return pc.acked.Load() >= target }) {
+		t.Fatal("appends stalled after the second opener")
+	}
+	cancel()
+	wg.Wait()
+	if err := pc.waitCaughtUp(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if rep := pc.checkOffline(); !rep.OK() {
+		t.Fatal(rep.Err())
+	}
+}
