@@ -427,3 +427,85 @@ func TestConcurrentRotation(t *testing.T) {
 		})
 	}
 }
+
+// TestBigBatches appends batches large enough for the pipelined path
+// (never, interval) next to small ones, with concurrent readers, then
+// reopens; and fills the disk in the middle of a big batch.
+func TestBigBatches(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.String(), func(t *testing.T) {
+			mem := vfs.NewMem()
+			efs := errorfs.Wrap(mem, nil)
+			opts := &filelog.Options{FS: efs, SegmentSize: 64 << 10, Sync: mode}
+			l, err := filelog.Open(dir, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			next := int64(0)
+			appendN := func(n int) error {
+				batch := make([][]byte, n)
+				for i := range batch {
+					batch[i] = flumetest.Payload(next+int64(i), 100)
+				}
+				s, err := l.Append(batch...)
+				if err == nil {
+					if s != next+int64(n)-1 {
+						t.Fatalf("batch of %d returned %d, want %d", n, s, next+int64(n)-1)
+					}
+					next += int64(n)
+				}
+				return err
+			}
+			want := func(i int64) []byte { return flumetest.Payload(i, 100) }
+			stop := make(chan struct{})
+			var rg sync.WaitGroup
+			rg.Add(1)
+			go func() {
+				defer rg.Done()
+				for {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					it := l.Iter(0)
+					for it.Next() {
+					}
+					if it.Err() != nil {
+						t.Error(it.Err())
+					}
+					it.Close()
+				}
+			}()
+			for _, n := range []int{2000, 3, 1500, 1, 5000} {
+				if err := appendN(n); err != nil {
+					t.Fatal(err)
+				}
+			}
+			efs.SetDiskFull(true)
+			if err := appendN(3000); !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("big batch on a full disk: %v", err)
+			}
+			efs.SetDiskFull(false)
+			if err := appendN(2500); err != nil {
+				t.Fatal(err)
+			}
+			close(stop)
+			rg.Wait()
+			flumetest.CheckLog(t, l, want)
+			l.Close()
+			l, err = filelog.Open(dir, &filelog.Options{FS: mem, SegmentSize: 64 << 10})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close()
+			if l.Since() != next-1 || l.OpenReport().TruncatedBytes != 0 {
+				t.Fatalf("reopen: since %d want %d, report %+v", l.Since(), next-1, l.OpenReport())
+			}
+			flumetest.CheckLog(t, l, want)
+			if _, err := l.Verify(t.Context(), nil); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
