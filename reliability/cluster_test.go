@@ -272,9 +272,13 @@ func (c *cluster) appendOnce(client, n, k int, prefix string) {
 		c.cuts = append(c.cuts, cut)
 		c.mu.Unlock()
 	}
+	batch := ""
+	if n > 1 {
+		batch = prefix
+	}
 	for i, v := range vals {
 		c.hist.Record(checker.Op{Client: client, Value: string(v), Outcome: outcome, Seq: first + int64(i),
-			SyncReplicas: k, Durable: true, Start: start, End: end})
+			SyncReplicas: k, Durable: true, Batch: batch, Start: start, End: end})
 	}
 }
 

@@ -5,8 +5,15 @@ import (
 	"flag"
 	"fmt"
 	"math/rand"
+	randv2 "math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/vfs"
 
 	"github.com/flume-go/flume/filelog"
 	"github.com/flume-go/flume/internal/checker"
@@ -269,4 +276,67 @@ func TestPowerLossPrimaryIntervalDetected(t *testing.T) {
 		t.Fatal(rep.Err())
 	}
 	t.Logf("%d of %d followers refused the restarted primary", refused, len(c.fs))
+}
+
+// TestPowerLossBatchAtomicity: AppendBatch (and POST /log with NDJSON) is
+// documented as atomic, all or none. Under fsync interval (or never), a
+// power loss keeps a random prefix of the unsynced writes, and recovery
+// keeps every whole frame of it, so a batch can survive in part: with
+// batches of 3, the log ends at a length that is not a multiple of 3. (The
+// filelog has no batch boundary in its frames; recovery cannot tell.)
+// Known bug, reported to the filelog owner; run with -knownbugs.
+func TestPowerLossBatchAtomicity(t *testing.T) {
+	if !*knownBugs {
+		t.Skip("known bug: filelog recovery keeps part of a batch after a power loss under fsync interval/never; run with -knownbugs")
+	}
+	seed := testSeed(t)
+	for _, mode := range []filelog.SyncMode{filelog.SyncAlways, filelog.SyncInterval, filelog.SyncNever} {
+		t.Run(mode.String(), func(t *testing.T) {
+			torn := 0
+			const trials = 40
+			for trial := 0; trial < trials; trial++ {
+				fs := vfs.NewMem()
+				l, err := filelog.Open("/data", &filelog.Options{FS: fs, Sync: mode})
+				if err != nil {
+					t.Fatal(err)
+				}
+				db, err := flume.Open(l, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				var wg sync.WaitGroup
+				var batches atomic.Int64
+				for g := 0; g < 4; g++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for i := 0; ctx.Err() == nil; i++ {
+							v := func(j int) []byte { return []byte(fmt.Sprintf("%d-%d-%d-%s", g, i, j, strings.Repeat("x", 500))) }
+							if _, _, err := db.AppendBatch(context.Background(), [][]byte{v(0), v(1), v(2)}); err == nil {
+								batches.Add(1)
+							}
+						}
+					}()
+				}
+				waitFor(5*time.Second, func() bool { return batches.Load() >= 100 })
+				clone := fs.CrashClone(vfs.CrashConfig{UnsyncedDataPercent: 100,
+					Rand: randv2.New(randv2.NewPCG(uint64(seed), uint64(trial)))})
+				cancel()
+				wg.Wait()
+				db.Close()
+				l2, err := filelog.Open("/data", &filelog.Options{FS: clone})
+				if err != nil {
+					t.Fatalf("reopen after power loss: %v", err)
+				}
+				if n := l2.Since() + 1; n%3 != 0 {
+					torn++
+				}
+				l2.Close()
+			}
+			if torn > 0 {
+				t.Errorf("fsync %s: a batch of 3 survived in part in %d of %d power losses", mode, torn, trials)
+			}
+		})
+	}
 }

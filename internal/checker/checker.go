@@ -83,7 +83,11 @@ type Op struct {
 	// Durable means the acknowledgement promises the entry survives a crash
 	// of the primary (fsync always). Non-durable acknowledged entries may be
 	// lost by a crash, but never move to another seq.
-	Durable    bool
+	Durable bool
+	// Batch names the atomic batch the op's value was appended in ("" for
+	// a single append). A batch's values are all in the log at consecutive
+	// seqs, or none is.
+	Batch      string
 	Start, End time.Time
 }
 
@@ -244,6 +248,7 @@ func Check(ops []Op, primary Replica, followers []Replica, cuts []Cut, o Options
 	r := &Report{}
 	checkLog(r, primary)
 	checkValues(r, ops, primary, o)
+	checkBatches(r, ops, primary)
 	checkOrder(r, ops)
 	for _, f := range followers {
 		checkLog(r, f)
@@ -331,6 +336,56 @@ func checkValues(r *Report, ops []Op, p Replica, o Options) {
 		}
 	}
 	r.EntriesVerified += len(p.Entries)
+}
+
+// checkBatches: every batch is in the log whole, at consecutive seqs, or
+// not at all (a crash never leaves part of a batch).
+func checkBatches(r *Report, ops []Op, p Replica) {
+	pos := make(map[string]int64, len(p.Entries))
+	for _, e := range p.Entries {
+		pos[e.Value] = e.Seq
+	}
+	type batch struct {
+		values []string
+	}
+	batches := make(map[string]*batch)
+	var order []string
+	for _, op := range ops {
+		if op.Batch == "" {
+			continue
+		}
+		b := batches[op.Batch]
+		if b == nil {
+			b = &batch{}
+			batches[op.Batch] = b
+			order = append(order, op.Batch)
+		}
+		b.values = append(b.values, op.Value)
+	}
+	for _, id := range order {
+		b := batches[id]
+		present, first := 0, int64(-1)
+		consecutive := true
+		for i, v := range b.values {
+			s, ok := pos[v]
+			if !ok {
+				continue
+			}
+			present++
+			if first < 0 {
+				first = s - int64(i)
+			}
+			if s != first+int64(i) {
+				consecutive = false
+			}
+		}
+		switch {
+		case present > 0 && present < len(b.values):
+			r.add("torn-batch", "%s: batch %s has %d of its %d values in the log", p.Name, id, present, len(b.values))
+		case present == len(b.values) && !consecutive:
+			r.add("torn-batch", "%s: batch %s is not at consecutive seqs", p.Name, id)
+		}
+	}
 }
 
 // checkOrder: an append acknowledged (durably) before another started has a

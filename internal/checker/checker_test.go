@@ -173,6 +173,20 @@ func TestBrokenHistoriesFail(t *testing.T) {
 			cut := Cut{At: at(26), Since: map[string]int64{"f1": 2, "f2": 1}}
 			return Check(ops, build(t, "p", id, vals(3)...), nil, []Cut{cut}, Options{})
 		}},
+		{"part of a batch survived", "torn-batch", func() *Report {
+			ops := okOps(1)
+			for i := 0; i < 3; i++ {
+				ops = append(ops, Op{Client: 2, Value: fmt.Sprintf("b%d", i), Outcome: Unknown, Batch: "B", Start: at(20), End: at(30)})
+			}
+			return Check(ops, build(t, "p", id, "v0", "b0", "b1"), nil, nil, Options{})
+		}},
+		{"batch split apart", "torn-batch", func() *Report {
+			ops := okOps(2)
+			for i := 0; i < 2; i++ {
+				ops = append(ops, Op{Client: 2, Value: fmt.Sprintf("b%d", i), Outcome: Unknown, Batch: "B", Start: at(0), End: at(30)})
+			}
+			return Check(ops, build(t, "p", id, "b0", "v0", "b1", "v1"), nil, nil, Options{})
+		}},
 		{"sync append lost by a follower in a middle cut", "sync", func() *Report {
 			ops := okOps(3)
 			ops[2].SyncReplicas = 1
