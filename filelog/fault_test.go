@@ -20,7 +20,8 @@ import (
 	"github.com/flume-go/flume/vfs/errorfs"
 )
 
-// TestCrashAlwaysLosesNothingAcked runs concurrent writers under SyncAlways
+// TestCrashAlwaysLosesNothingAcked runs concurrent writers (SyncAlways, and
+// in every third round each SyncInterval and SyncNever)
 // on a crashable MemFS, takes power-loss clones at random moments and checks
 // that every append acknowledged before the clone is in the recovered log.
 func TestCrashAlwaysLosesNothingAcked(t *testing.T) {
@@ -38,8 +39,12 @@ func TestCrashAlwaysLosesNothingAcked(t *testing.T) {
 		fmt.Sscan(s, &rounds)
 	}
 	for round := 0; round < rounds; round++ {
+		// Every third round runs SyncNever or SyncInterval: they may lose
+		// acknowledged appends, but what survives must be a consistent
+		// prefix holding exactly what was acknowledged at each seq.
+		mode := modes[round%3]
 		fs := vfs.NewMem()
-		l, err := filelog.Open(dir, &filelog.Options{FS: fs, SegmentSize: 8 << 10, Sync: filelog.SyncAlways})
+		l, err := filelog.Open(dir, &filelog.Options{FS: fs, SegmentSize: 8 << 10, Sync: mode, SyncInterval: time.Millisecond})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,9 +82,12 @@ func TestCrashAlwaysLosesNothingAcked(t *testing.T) {
 		}
 		flumetest.CheckLog(t, r, nil)
 		for s, d := range before {
+			if mode != filelog.SyncAlways && s > r.Since() {
+				continue // lost with the unsynced tail: allowed by the policy
+			}
 			got, err := r.Get(s)
 			if err != nil || string(got) != string(d) {
-				t.Fatalf("seed %d round %d: acknowledged seq %d lost: %q, %v (since %d)", seed, round, s, got, err, r.Since())
+				t.Fatalf("seed %d round %d (%s): acknowledged seq %d lost: %q, %v (since %d)", seed, round, mode, s, got, err, r.Since())
 			}
 		}
 		r.Close()
@@ -89,10 +97,10 @@ func TestCrashAlwaysLosesNothingAcked(t *testing.T) {
 // workload opens a log on fs, appends in batches (crossing segments),
 // closes, reopens (recovery reads), sets the epoch, appends and reads more.
 // It returns the last acknowledged seq.
-func workload(fs vfs.FS) (acked int64, err error) {
+func workload(fs vfs.FS, mode filelog.SyncMode) (acked int64, err error) {
 	acked = -1
 	for round := 0; round < 2; round++ {
-		l, err := filelog.Open(dir, &filelog.Options{FS: fs, SegmentSize: 1024, Sync: filelog.SyncAlways})
+		l, err := filelog.Open(dir, &filelog.Options{FS: fs, SegmentSize: 1024, Sync: mode})
 		if err != nil {
 			return acked, err
 		}
@@ -129,10 +137,16 @@ func workload(fs vfs.FS) (acked int64, err error) {
 // succeeds. Every failure must be the injected error, and a clean reopen
 // must succeed with a consistent log holding every acknowledged entry.
 func TestErrorAtEveryOp(t *testing.T) {
+	for _, mode := range modes {
+		t.Run(mode.String(), func(t *testing.T) { testErrorAtEveryOp(t, mode) })
+	}
+}
+
+func testErrorAtEveryOp(t *testing.T, mode filelog.SyncMode) {
 	for i := int64(0); ; i++ {
 		mem := vfs.NewMem()
 		efs := errorfs.Wrap(mem, errorfs.OnIndex(i))
-		acked, err := workload(efs)
+		acked, err := workload(efs, mode)
 		if efs.Injected() == 0 {
 			if err != nil {
 				t.Fatalf("op %d: run without injection failed: %v", i, err)
