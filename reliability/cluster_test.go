@@ -7,6 +7,8 @@ import (
 	"math/rand"
 	randv2 "math/rand/v2"
 	"net"
+	"os"
+	"runtime/pprof"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -338,10 +340,23 @@ func (c *cluster) waitCaughtUp(d time.Duration) error {
 	want := c.db.Since()
 	for _, m := range c.fs {
 		if err := m.db.WaitSince(ctx, want); err != nil {
-			return fmt.Errorf("%s did not catch up to %d (at %d): %w; status %+v", m.name, want, m.db.Since(), err, m.f.Status())
+			return fmt.Errorf("%s did not catch up to %d (at %d): %w; status %+v; primary's view %+v; goroutines in %s",
+				m.name, want, m.db.Since(), err, m.f.Status(), c.prim.Followers(), dumpGoroutines())
 		}
 	}
 	return nil
+}
+
+// dumpGoroutines writes every goroutine's stack to a file that outlives the
+// test and returns its path, for post-mortems of stuck replication.
+func dumpGoroutines() string {
+	f, err := os.CreateTemp("", "flume-reliability-goroutines-*.txt")
+	if err != nil {
+		return err.Error()
+	}
+	defer f.Close()
+	pprof.Lookup("goroutine").WriteTo(f, 2)
+	return f.Name()
 }
 
 // check runs the checker over the history, the logs and the cuts.
