@@ -322,6 +322,18 @@ func (l *Log) commit(b *batch) error {
 	return err
 }
 
+// maxGroupYields bounds how often the flusher yields to let a group grow.
+const maxGroupYields = 8
+
+func (l *Log) pendingCount() int {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	if l.pend == nil {
+		return 0
+	}
+	return len(l.pend.offs)
+}
+
 // flushLoop is the group-commit flusher under SyncAlways. It exits when
 // Close cancels ctx; Close then flushes what is left.
 func (l *Log) flushLoop(ctx context.Context) {
@@ -335,8 +347,16 @@ func (l *Log) flushLoop(ctx context.Context) {
 		// Let writers woken by the previous group (runnable now) append
 		// before this group is cut: without it, groups alternate between
 		// the writers that missed the last fsync and those it released,
-		// each about half of them.
-		runtime.Gosched()
+		// each about half of them. Yield while the group keeps growing
+		// (a lone writer costs one extra yield).
+		for i, prev := 0, -1; i < maxGroupYields; i++ {
+			runtime.Gosched()
+			n := l.pendingCount()
+			if n == prev {
+				break
+			}
+			prev = n
+		}
 		l.wmu.Lock()
 		l.flushLocked()
 		l.wmu.Unlock()
