@@ -12,7 +12,8 @@
 //	  META                      log ID and epoch (44 bytes, written tmp+fsync+rename+dir fsync)
 //	  00000000000000000000.seg  segment: frames of seqs 0..k-1 (name = first seq, 20 digits)
 //	  00000000000000000000.idx  index of a sealed segment
-//	  0000000000000000000k.seg  the active (last) segment; it has no index file
+//	  0000000000000000000k.seg  the active (last) segment
+//	  0000000000000000000k.idx  checkpoint index of the active segment, written by Close
 //
 // A segment is a plain sequence of entry frames, the same bytes the
 // replication protocol sends (see flume.AppendFrame):
@@ -37,7 +38,13 @@
 //
 // Open reads META, the trailers of the sealed segments' indexes (checking
 // them against the segment sizes) and scans only the active segment,
-// checking each frame's CRC and seq. A bad frame at the end of the active
+// checking each frame's CRC and seq. After a clean Close the active segment
+// has a checkpoint index too and only what follows it is scanned (nothing,
+// unless the log was appended to after and crashed: segments only grow, so
+// an older checkpoint is still a valid prefix). Open time therefore does
+// not depend on the log's length: 8 ms for 10M entries after a clean
+// shutdown, at most one segment's scan (about 0.1 s for 64 MiB) after a
+// crash. A bad frame at the end of the active
 // segment with nothing valid after it is a torn tail: it is truncated and
 // described in OpenReport (and logged). A bad frame followed by a valid one,
 // a well-formed frame with the wrong seq, a missing segment or META, or a
@@ -84,6 +91,9 @@
 // present, like an append whose caller timed out.
 //
 // # Concurrency
+//
+// Sealed segments' files are opened lazily on first read and kept open
+// until Close (two descriptors per segment read).
 //
 // All methods are safe for concurrent use. Iterators read sequentially
 // through their own 256 KiB buffer (pooled), so memory does not depend on
