@@ -462,6 +462,13 @@ func injectProxyFaults(ctx context.Context, rnd *rand.Rand, proxies []*netproxy.
 		}
 		for _, p := range targets {
 			p.Heal()
+			if kind == "blackhole" || kind == "blackhole-acks" {
+				// The blackhole dropped bytes from the middle of a TCP
+				// stream, which no real network does (TCP retransmits or
+				// the connection dies). Model the partition's end as the
+				// death of the connections it starved.
+				p.ResetConns()
+			}
 		}
 	}
 	return counts

@@ -172,6 +172,12 @@ func (p *Proxy) Conns() int {
 
 // Blackhole drops all traffic in both directions; connections stay open and
 // new ones are accepted (and then hear nothing). Unblackhole heals.
+//
+// Bytes dropped from the middle of a connection leave a stream with a hole,
+// which no real TCP connection ever delivers (TCP retransmits, or the
+// connection dies). To model the end of a real partition, follow
+// Unblackhole with ResetConns; keep the connections only to test what a
+// receiver does with a stream that lost whole messages.
 func (p *Proxy) Blackhole() { p.BlackholeDir(Both) }
 
 // BlackholeDir drops traffic in the given directions only (a one-way
