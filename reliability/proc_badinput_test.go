@@ -216,11 +216,10 @@ func TestProcessBadInput(t *testing.T) {
 	wrongSecret := filepath.Join(pc.dir, "wrong-secret")
 	os.WriteFile(wrongSecret, []byte("not-the-secret\n"), 0o600)
 	intruder := &node{name: "intruder", follow: pc.primary.replAddr, data: filepath.Join(pc.dir, "intruder"),
-		logPath: filepath.Join(pc.dir, "intruder.log"), httpAddr: freePort(t),
-		extra: []string{"--secret-file", wrongSecret, "--log-level", "warn"}}
-	pc.start(intruder)
+		logPath: filepath.Join(pc.dir, "intruder.log"),
+		extra:   []string{"--secret-file", wrongSecret, "--log-level", "warn"}}
+	pc.startFresh(intruder)
 	defer pc.stop(intruder)
-	pc.waitHealthy(intruder)
 	if !waitFor(10*time.Second, func() bool {
 		v, err := pc.metric(pc.primary, "flume_repl_auth_failures_total")
 		return err == nil && v > replAuth0

@@ -145,11 +145,15 @@ func newProcCluster(t testing.TB, cfg procConfig) *procCluster {
 	pc.client = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 16, DisableCompression: true}}
 	t.Cleanup(pc.stopAll)
 	common := []string{"--fsync", cfg.fsync, "--secret-file", pc.secretArg, "--log-level", "warn"}
-	pc.primary = &node{name: "primary", replAddr: freePort(t),
+	pc.primary = &node{name: "primary", data: filepath.Join(pc.dir, "primary"), logPath: filepath.Join(pc.dir, "primary.log"),
 		extra: append([]string{"--sync-replicas", strconv.Itoa(cfg.k), "--sync-timeout", cfg.syncTimeout.String()}, common...)}
-	nodes := []*node{pc.primary}
+	// The primary first: the followers (and proxies) need its final
+	// replication address.
+	pc.startFresh(pc.primary)
 	for i := 0; i < cfg.followers; i++ {
-		f := &node{name: fmt.Sprintf("f%d", i+1), follow: pc.primary.replAddr, extra: common}
+		name := fmt.Sprintf("f%d", i+1)
+		f := &node{name: name, follow: pc.primary.replAddr, extra: common,
+			data: filepath.Join(pc.dir, name), logPath: filepath.Join(pc.dir, name+".log")}
 		if cfg.proxied {
 			px, err := netproxy.New(pc.primary.replAddr, &netproxy.Options{Seed: cfg.seed + int64(i), ChunkSize: 4 << 10})
 			if err != nil {
@@ -160,18 +164,41 @@ func newProcCluster(t testing.TB, cfg procConfig) *procCluster {
 			f.follow = px.Addr()
 		}
 		pc.followers = append(pc.followers, f)
-		nodes = append(nodes, f)
-	}
-	for _, n := range nodes {
-		n.data = filepath.Join(pc.dir, n.name)
-		n.logPath = filepath.Join(pc.dir, n.name+".log")
-		n.httpAddr = freePort(t)
-		pc.start(n)
-	}
-	for _, n := range nodes {
-		pc.waitHealthy(n)
+		pc.startFresh(f)
 	}
 	return pc
+}
+
+// startFresh starts a new node on ports that were free a moment ago; if
+// another process took one in between (the process exits with "address
+// already in use"), it picks new ones and tries again.
+func (pc *procCluster) startFresh(n *node) {
+	pc.t.Helper()
+	for attempt := 0; ; attempt++ {
+		n.httpAddr = freePort(pc.t)
+		if n.follow == "" {
+			n.replAddr = freePort(pc.t)
+		}
+		pc.start(n)
+		healthy := waitFor(20*time.Second, func() bool { return !n.running() || pc.healthy(n) })
+		if healthy && n.running() {
+			return
+		}
+		if attempt < 3 && strings.Contains(n.logTail(), "address already in use") {
+			continue
+		}
+		pc.t.Fatalf("%s did not become healthy (running=%v); log:\n%s", n.name, n.running(), n.logTail())
+	}
+}
+
+// healthy reports whether n answers GET /healthz with 200.
+func (pc *procCluster) healthy(n *node) bool {
+	resp, err := pc.client.Get("http://" + n.httpAddr + "/healthz")
+	if err != nil {
+		return false
+	}
+	resp.Body.Close()
+	return resp.StatusCode == 200
 }
 
 // start launches n's process (same data dir and ports as before).
@@ -268,17 +295,7 @@ func (n *node) logTail() string {
 // moment to bind; a process that exits is a failure).
 func (pc *procCluster) waitHealthy(n *node) {
 	pc.t.Helper()
-	ok := waitFor(20*time.Second, func() bool {
-		if !n.running() {
-			return true
-		}
-		resp, err := pc.client.Get("http://" + n.httpAddr + "/healthz")
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == 200
-	})
+	ok := waitFor(20*time.Second, func() bool { return !n.running() || pc.healthy(n) })
 	if !ok || !n.running() {
 		pc.t.Fatalf("%s did not become healthy (running=%v); log:\n%s", n.name, n.running(), n.logTail())
 	}
