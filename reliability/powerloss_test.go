@@ -39,6 +39,12 @@ type powerRoundResult struct {
 // followers never end up ahead of or diverged from the restarted primary,
 // catch up, and the checker holds.
 func runPowerLossRound(t testing.TB, seed int64, crashes int, followerSync filelog.SyncMode) powerRoundResult {
+	return runPowerLossRoundOpts(t, seed, crashes, followerSync, false)
+}
+
+// runPowerLossRoundOpts is runPowerLossRound; with followersOnly only
+// followers lose power, and they keep none of their unsynced writes.
+func runPowerLossRoundOpts(t testing.TB, seed int64, crashes int, followerSync filelog.SyncMode, followersOnly bool) powerRoundResult {
 	t.Helper()
 	rnd := rand.New(rand.NewSource(seed))
 	c := newCluster(t, clusterConfig{memfs: true, followers: 2, seed: seed, k2Clients: map[int]bool{3: true}, followerSync: followerSync, maxPerClient: 3000})
@@ -73,6 +79,9 @@ func runPowerLossRound(t testing.TB, seed int64, crashes int, followerSync filel
 	for i := 0; i < crashes; i++ {
 		victim := rnd.Intn(3)
 		keep := []int{0, 50, 100}[rnd.Intn(3)]
+		if followersOnly {
+			victim, keep = 1+rnd.Intn(2), 0
+		}
 		var at time.Time
 		name := "primary"
 		if victim > 0 {
@@ -157,20 +166,18 @@ func TestPowerLoss(t *testing.T) {
 var knownBugs = flag.Bool("knownbugs", false, "run the tests of known, reported, unfixed bugs (they fail)")
 
 // TestPowerLossSyncFollowerInterval is the power-loss round with followers
-// whose log fsyncs on an interval. A synchronous append (k=2) returns
-// success once both followers ack it "durable", but such a follower acks
-// when its log's Append returns, before any fsync (repl/follower.go
-// appendLoop; docs/protocol.md "fsynced per its policy"), so a power loss
-// of the follower loses appends the client was told are on both
-// followers, against issue 3 ("the follower acks after its own fsync") and
-// architecture.md §6.5. Known bug, reported to the repl owner; run with
-// -knownbugs.
+// whose log fsyncs on an interval; only followers lose power, keeping none
+// of their unsynced writes. A synchronous append (k=2) that returned
+// success must survive on both. This failed (the follower acked "durable"
+// when its log's Append returned, before any fsync) until repl 854477a made
+// such a follower sync before acking; it is now a regression test.
 func TestPowerLossSyncFollowerInterval(t *testing.T) {
-	if !*knownBugs {
-		t.Skip("known bug: followers with fsync interval ack k-sync appends before fsync; run with -knownbugs")
-	}
 	seed := testSeed(t)
-	res := runPowerLossRound(t, seed, powerLossCrashes, filelog.SyncInterval)
+	crashes := powerLossCrashes
+	if testing.Short() {
+		crashes = 2
+	}
+	res := runPowerLossRoundOpts(t, seed, crashes, filelog.SyncInterval, true)
 	for _, v := range res.violations {
 		t.Errorf("violation: %v", v)
 	}
