@@ -1,6 +1,7 @@
 package flume
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -84,6 +85,7 @@ type DB struct {
 		// allocation. Close closes it and replaces it one last time.
 		changed    chan struct{}
 		chTaken    bool
+		waiters    waitQueue // WaitSince callers, by target
 		closed     bool
 		primary    string // address of the primary when follower is set (may be empty)
 		follower   bool
@@ -141,20 +143,34 @@ func (db *DB) Since() int64 {
 // closes (ErrClosed). Any number of waiters with any targets, in any order,
 // are each released as soon as their own target is published.
 func (db *DB) WaitSince(ctx context.Context, seq int64) error {
-	for {
-		since, ch, closed := db.changedState()
-		if closed {
-			return ErrClosed
-		}
-		if since >= seq {
-			return nil
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
+	db.mu.Lock()
+	if db.mu.closed {
+		db.mu.Unlock()
+		return ErrClosed
+	}
+	if db.mu.since >= seq {
+		db.mu.Unlock()
+		return nil
+	}
+	// Each waiter sits in a heap by target and is woken once, by the
+	// publish that reaches it (or Close): thousands of waiters cost
+	// appends nothing until their own targets are published.
+	w := db.mu.waiters.add(seq)
+	db.mu.Unlock()
+	select {
+	case <-w.ch:
+	case <-ctx.Done():
+		db.mu.Lock()
+		released := db.mu.waiters.remove(w)
+		db.mu.Unlock()
+		if !released {
 			return ctx.Err()
 		}
 	}
+	if db.isClosed() {
+		return ErrClosed
+	}
+	return nil
 }
 
 // Changed returns the current since and a channel that is closed when it
@@ -240,6 +256,7 @@ func (db *DB) publish(last int64) {
 		return
 	}
 	db.mu.since = last
+	db.mu.waiters.release(last)
 	if db.mu.chTaken && !db.mu.closed {
 		close(db.mu.changed)
 		db.mu.changed = make(chan struct{})
@@ -451,6 +468,10 @@ func (db *DB) Close() error {
 		views[name] = r
 	}
 	close(db.closedCh)
+	db.mu.waiters.releaseAll()
+	for _, r := range views {
+		r.waiters.releaseAll()
+	}
 	close(db.mu.changed)
 	// A fresh channel that never closes: a loop over Changed that does not
 	// check Done blocks after Close instead of spinning. The DB's own
@@ -471,4 +492,69 @@ func (db *DB) Close() error {
 		errs = append(errs, fmt.Errorf("flume: close log: %w", err))
 	}
 	return errors.Join(errs...)
+}
+
+// waitQueue is a min-heap of waits for a position that only grows (the DB's
+// since, a view's applied seq). It is guarded by its owner's mutex.
+type waitQueue struct{ h waitHeap }
+
+type waiter struct {
+	target int64
+	ch     chan struct{} // closed when released
+	idx    int           // index in the heap, -1 once released or removed
+}
+
+// add registers a wait for target.
+func (q *waitQueue) add(target int64) *waiter {
+	w := &waiter{target: target, ch: make(chan struct{})}
+	heap.Push(&q.h, w)
+	return w
+}
+
+// remove takes w out of the queue (its context ended) and reports whether it
+// had been released already.
+func (q *waitQueue) remove(w *waiter) (released bool) {
+	if w.idx < 0 {
+		return true
+	}
+	heap.Remove(&q.h, w.idx)
+	return false
+}
+
+// release wakes every waiter whose target is <= pos.
+func (q *waitQueue) release(pos int64) {
+	for len(q.h) > 0 && q.h[0].target <= pos {
+		close(heap.Pop(&q.h).(*waiter).ch)
+	}
+}
+
+// releaseAll wakes every waiter (close, failure).
+func (q *waitQueue) releaseAll() {
+	for _, w := range q.h {
+		w.idx = -1
+		close(w.ch)
+	}
+	q.h = nil
+}
+
+type waitHeap []*waiter
+
+func (h waitHeap) Len() int           { return len(h) }
+func (h waitHeap) Less(i, j int) bool { return h[i].target < h[j].target }
+func (h waitHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].idx, h[j].idx = i, j
+}
+func (h *waitHeap) Push(x any) {
+	w := x.(*waiter)
+	w.idx = len(*h)
+	*h = append(*h, w)
+}
+func (h *waitHeap) Pop() any {
+	old := *h
+	w := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	w.idx = -1
+	return w
 }

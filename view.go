@@ -101,11 +101,10 @@ type viewRunner struct {
 	name string
 	v    View
 
-	// Progress, guarded by db.mu. changed is closed and replaced when done
-	// grows or err is set, if someone took it (taken).
+	// Progress, guarded by db.mu. waiters are SyncTo callers by target,
+	// released when done reaches them, on failure and on Close.
 	done    int64
-	changed chan struct{}
-	taken   bool
+	waiters waitQueue
 	err     error
 	started bool // Use completed: close() must close the view
 }
@@ -128,7 +127,7 @@ func (db *DB) Use(name string, v View) error {
 		db.mu.Unlock()
 		return fmt.Errorf("flume: a view named %q is already in use", name)
 	}
-	r := &viewRunner{db: db, name: name, v: v, done: -1, changed: make(chan struct{})}
+	r := &viewRunner{db: db, name: name, v: v, done: -1}
 	db.mu.views[name] = r
 	// Counted from here, under mu, so that Close (which sets closed under
 	// mu, then waits) waits for this Use and its feeder.
@@ -305,15 +304,7 @@ func (r *viewRunner) advance(done int64) {
 	r.db.mu.Lock()
 	defer r.db.mu.Unlock()
 	r.done = done
-	r.wakeLocked()
-}
-
-func (r *viewRunner) wakeLocked() {
-	if r.taken {
-		close(r.changed)
-		r.changed = make(chan struct{})
-		r.taken = false
-	}
+	r.waiters.release(done)
 }
 
 func (r *viewRunner) fail(err error) {
@@ -321,7 +312,7 @@ func (r *viewRunner) fail(err error) {
 	r.db.mu.Lock()
 	defer r.db.mu.Unlock()
 	r.err = err
-	r.wakeLocked()
+	r.waiters.releaseAll()
 }
 
 // Sync implements ViewHost.
@@ -334,8 +325,10 @@ func (r *viewRunner) SyncTo(ctx context.Context, target int64) error {
 	for {
 		r.db.mu.Lock()
 		done, err, closed := r.done, r.err, r.db.mu.closed
-		ch := r.changed
-		r.taken = true
+		var w *waiter
+		if !closed && done < target && err == nil {
+			w = r.waiters.add(target)
+		}
 		r.db.mu.Unlock()
 		switch {
 		case closed:
@@ -346,11 +339,15 @@ func (r *viewRunner) SyncTo(ctx context.Context, target int64) error {
 			return err
 		}
 		select {
-		case <-ch:
+		case <-w.ch:
+			// Released: re-check (reached, failed or closed).
 		case <-ctx.Done():
-			return fmt.Errorf("flume: view %q at %d waiting for %d: %w", r.name, done, target, ctx.Err())
-		case <-r.db.closedCh:
-			return ErrClosed
+			r.db.mu.Lock()
+			released := r.waiters.remove(w)
+			r.db.mu.Unlock()
+			if !released {
+				return fmt.Errorf("flume: view %q at %d waiting for %d: %w", r.name, done, target, ctx.Err())
+			}
 		}
 	}
 }
