@@ -474,13 +474,17 @@ func (p *Proxy) forward(l *link, dst net.Conn, b []byte, dir Direction) bool {
 	}
 
 	if len(b) > 0 {
-		if _, err := writeFull(dst, b); err != nil {
-			return false
-		}
+		// Count before writing: the peer may read the bytes and look at
+		// Stats before this goroutine runs again. A failed write takes
+		// back what it did not deliver.
+		ctr := &p.stats.down
 		if dir == Upstream {
-			p.stats.up.Add(int64(len(b)))
-		} else {
-			p.stats.down.Add(int64(len(b)))
+			ctr = &p.stats.up
+		}
+		ctr.Add(int64(len(b)))
+		if n, err := writeFull(dst, b); err != nil {
+			ctr.Add(-int64(len(b) - n))
+			return false
 		}
 	}
 	if cut {
