@@ -13,7 +13,7 @@ import (
 // chain before appending.
 //
 //	offset  size  field
-//	0       4     payload length L (uint32, little endian)
+//	0       4     payload length L (uint32, little endian; bit 31: batch continues)
 //	4       4     CRC32C (Castagnoli) of bytes [0,4) and [8,56+L)
 //	8       8     seq (int64)
 //	16      8     epoch (uint64)
@@ -22,6 +22,13 @@ import (
 //
 // The CRC covers the length so that a torn or flipped length is caught
 // before the payload is trusted.
+//
+// Bit 31 of the length word is set on every frame of a multi-entry batch but
+// the last (see AppendFrameMore). A log that finds its tail ends on a frame
+// with the bit set after a crash knows the batch's end was never written and
+// drops the whole batch, which is what makes AppendBatch all-or-nothing
+// across power loss. Lengths never reach bit 31 (MaxEntrySize), so frames
+// written without batches read the same.
 const (
 	// FrameHeaderSize is the size of a frame without its payload.
 	FrameHeaderSize = 56
@@ -32,15 +39,37 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// frameMore is the length word's "batch continues" bit.
+const frameMore = 1 << 31
+
+// FrameContinues reports whether the frame at the start of b (at least its
+// 4-byte length word) is followed by more entries of the same atomic batch.
+func FrameContinues(b []byte) bool {
+	return len(b) >= 4 && binary.LittleEndian.Uint32(b)&frameMore != 0
+}
+
+// FramePayloadLen returns the payload length from a frame's length word (the
+// first 4 bytes of b), without the flag bits.
+func FramePayloadLen(b []byte) uint32 { return binary.LittleEndian.Uint32(b) &^ frameMore }
+
 // FrameSize is the encoded size of an entry with an n-byte payload.
 func FrameSize(n int) int { return FrameHeaderSize + n }
 
 // AppendFrame appends the frame of e to dst and returns the extended slice.
-func AppendFrame(dst []byte, e Entry) []byte {
+func AppendFrame(dst []byte, e Entry) []byte { return AppendFrameMore(dst, e, false) }
+
+// AppendFrameMore is AppendFrame for an entry of a multi-entry batch: more
+// marks that further entries of the same atomic batch follow it. Writers set
+// it on all but a batch's last frame.
+func AppendFrameMore(dst []byte, e Entry, more bool) []byte {
 	n := len(dst)
 	dst = append(dst, make([]byte, FrameHeaderSize)...)
 	h := dst[n : n+FrameHeaderSize]
-	binary.LittleEndian.PutUint32(h[0:], uint32(len(e.Data)))
+	lw := uint32(len(e.Data))
+	if more {
+		lw |= frameMore
+	}
+	binary.LittleEndian.PutUint32(h[0:], lw)
 	binary.LittleEndian.PutUint64(h[8:], uint64(e.Seq))
 	binary.LittleEndian.PutUint64(h[16:], e.Epoch)
 	copy(h[24:56], e.Hash[:])
@@ -71,7 +100,7 @@ func DecodeFrame(b []byte) (Entry, int, error) {
 	if len(b) < FrameHeaderSize {
 		return Entry{}, 0, &FrameError{Truncated: true, Reason: fmt.Sprintf("header needs %d bytes, have %d", FrameHeaderSize, len(b))}
 	}
-	l := binary.LittleEndian.Uint32(b[0:])
+	l := FramePayloadLen(b)
 	if l > MaxEntrySize {
 		return Entry{}, 0, &FrameError{Reason: fmt.Sprintf("payload length %d exceeds the maximum %d", l, MaxEntrySize)}
 	}
@@ -113,7 +142,7 @@ func ReadFrame(r io.Reader, buf []byte) (Entry, []byte, error) {
 		}
 		return Entry{}, buf, err
 	}
-	l := binary.LittleEndian.Uint32(buf[0:])
+	l := FramePayloadLen(buf)
 	if l > MaxEntrySize {
 		return Entry{}, buf, &FrameError{Reason: fmt.Sprintf("payload length %d exceeds the maximum %d", l, MaxEntrySize)}
 	}

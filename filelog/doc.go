@@ -22,6 +22,7 @@
 //	| len u32| crc u32| seq i64|epoch u64| hash [32]  | payload[len]|
 //	+--------+--------+--------+--------+------------+-------------+
 //	  crc = CRC32C(len || seq || epoch || hash || payload), little endian
+//	  bit 31 of len: more entries of this entry's batch follow
 //
 // An index file holds one uint64 offset per entry of its segment, then a
 // 40-byte trailer: "FLUMEIDX", base seq, count, segment size (u64 each),
@@ -75,8 +76,11 @@
 // iterators) only after its data is written, and under SyncAlways only
 // after it is fsynced; readers never see an entry that a crash could take
 // back under the chosen policy. After any crash the log is a prefix of
-// what was appended: entries are never reordered or gapped, and the
-// recovered tail of an unacknowledged batch may be partial.
+// what was appended: entries are never reordered or gapped, and a batch
+// (one Append or AppendEntries call) survives whole or not at all: every
+// frame of a batch but the last carries a "batch continues" bit, and
+// recovery drops the frames of a batch whose last frame is missing,
+// reporting them in OpenReport like a torn tail.
 //
 // # Write failures
 //

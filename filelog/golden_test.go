@@ -42,6 +42,10 @@ func writeGolden(t *testing.T) *vfs.MemFS {
 			t.Fatal(err)
 		}
 	}
+	// A batch: its first two frames carry the "batch continues" flag.
+	if _, err := l.Append(goldenPayload(20), goldenPayload(21), goldenPayload(22)); err != nil {
+		t.Fatal(err)
+	}
 	l.Close()
 	return fs
 }
@@ -99,7 +103,7 @@ func TestGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	if l.ID() != goldenID || l.Since() != 19 || l.Epoch() != 1 {
+	if l.ID() != goldenID || l.Since() != 22 || l.Epoch() != 1 {
 		t.Fatalf("fixture: ID %s since %d epoch %d", l.ID(), l.Since(), l.Epoch())
 	}
 	flumetest.CheckLog(t, l, goldenPayload)

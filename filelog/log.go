@@ -228,11 +228,11 @@ func (l *Log) Append(data ...[]byte) (int64, error) {
 		}
 		b := l.pendingLocked()
 		since, head, size, epoch := l.enc.since, l.enc.head, l.enc.size, l.epoch
-		for _, d := range data {
+		for i, d := range data {
 			since++
 			head = l.hasher.next(head, since, epoch, d)
 			b.offs = append(b.offs, size)
-			b.buf = flume.AppendFrame(b.buf, flume.Entry{Seq: since, Epoch: epoch, Hash: head, Data: d})
+			b.buf = flume.AppendFrameMore(b.buf, flume.Entry{Seq: since, Epoch: epoch, Hash: head, Data: d}, i < len(data)-1)
 			size += int64(flume.FrameHeaderSize + len(d))
 		}
 		l.enc = encState{since: since, head: head, size: size}
@@ -276,9 +276,9 @@ func (l *Log) AppendEntries(entries []flume.Entry) error {
 		}
 		b := l.pendingLocked()
 		size := l.enc.size
-		for _, e := range entries {
+		for i, e := range entries {
 			b.offs = append(b.offs, size)
-			b.buf = flume.AppendFrame(b.buf, e)
+			b.buf = flume.AppendFrameMore(b.buf, e, i < len(entries)-1)
 			size += int64(flume.FrameHeaderSize + len(e.Data))
 		}
 		l.enc = encState{since: since, head: head, size: size}

@@ -214,6 +214,10 @@ func (l *Log) recover() error {
 		if len(res.offs) == 0 {
 			res.lastHash = prefixHash
 		}
+		if res.batchCount == 0 {
+			res.batchHash = prefixHash
+		}
+		res.batchCount += len(prefix)
 		res.offs = append(prefix, res.offs...)
 	}
 	l.report.ScannedBytes += size - start
@@ -233,12 +237,27 @@ func (l *Log) recover() error {
 			return &flume.CorruptionError{Path: s.path, Offset: res.badOff, Seq: b + int64(len(res.offs)),
 				Reason: res.problem.Error() + " (valid entries follow, so this is not a torn tail)"}
 		}
+	}
+	if res.problem != nil || res.openBatch() {
+		// A torn tail, or whole frames of a batch whose last frame was
+		// never written: a batch is all-or-nothing, so its surviving
+		// frames go too.
+		var reasons []string
+		if res.problem != nil {
+			reasons = append(reasons, res.problem.Error())
+		}
+		if res.openBatch() {
+			reasons = append(reasons, fmt.Sprintf("%d entries (from seq %d) of a batch whose last entry was never written",
+				len(res.offs)-res.batchCount, b+int64(res.batchCount)))
+			res.offs, res.size, res.lastHash = res.offs[:res.batchCount], res.batchSize, res.batchHash
+		}
+		reason := strings.Join(reasons, "; ")
 		l.report.TruncatedFile = s.path
 		l.report.TruncatedAt = res.size
 		l.report.TruncatedBytes = size - res.size
-		l.report.TruncatedReason = res.problem.Error()
+		l.report.TruncatedReason = reason
 		l.logger.Warn("filelog: truncating torn tail", "file", s.path, "offset", res.size,
-			"bytes", size-res.size, "reason", res.problem.Error(), "read_only", l.opts.ReadOnly)
+			"bytes", size-res.size, "reason", reason, "read_only", l.opts.ReadOnly)
 		if !l.opts.ReadOnly {
 			if err := f.Truncate(res.size); err != nil {
 				return fmt.Errorf("filelog: truncate torn tail of %s: %w", s.path, err)

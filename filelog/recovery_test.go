@@ -155,6 +155,73 @@ func TestTornTailEveryOffset(t *testing.T) {
 	}
 }
 
+// TestTornBatchEveryOffset cuts the log at every byte offset of a 3-entry
+// batch written after 10 single appends, including the offsets where the
+// cut falls between two of the batch's frames (whole frames survive but
+// the batch's last one does not): recovery keeps all of the batch or none
+// of it, and reports what it dropped.
+func TestTornBatchEveryOffset(t *testing.T) {
+	fs0 := vfs.NewMem()
+	l, err := filelog.Open(dir, &filelog.Options{FS: fs0, Sync: filelog.SyncNever})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := int64(0); i < 10; i++ {
+		if _, err := l.Append(payload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Append(payload(10), payload(11), payload(12)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seg := segments(t, fs0)[0]
+	// Recover as after a crash: no checkpoint index.
+	if err := fs0.Remove(strings.TrimSuffix(seg, ".seg") + ".idx"); err != nil {
+		t.Fatal(err)
+	}
+	full := readAll(t, fs0, seg)
+	offs := frameOffsets(t, full)
+	batchStart := offs[10]
+	for i, o := range offs {
+		if want := i >= 10 && i < 12; flume.FrameContinues(full[o:]) != want {
+			t.Fatalf("frame %d: continues flag %v, want %v", i, !want, want)
+		}
+	}
+	for cut := batchStart; cut <= len(full); cut++ {
+		fs := fs0.CrashClone(vfs.CrashConfig{})
+		writeAll(t, fs, seg, full[:cut])
+		l, err := filelog.Open(dir, &filelog.Options{FS: fs})
+		if err != nil {
+			t.Fatalf("cut at %d: open: %v", cut, err)
+		}
+		want := int64(9)
+		if cut == len(full) {
+			want = 12
+		}
+		if s := l.Since(); s != want {
+			t.Fatalf("cut at %d: Since = %d, want %d (a batch survived in part)", cut, s, want)
+		}
+		rep := l.OpenReport()
+		if wantCut := int64(cut - batchStart); want == 9 && (rep.TruncatedBytes != wantCut || (wantCut > 0 && rep.TruncatedAt != int64(batchStart))) {
+			t.Fatalf("cut at %d: report %+v, want %d bytes cut at %d", cut, rep, wantCut, batchStart)
+		}
+		if cut == offs[11] || cut == offs[12] {
+			if !strings.Contains(rep.TruncatedReason, "batch") {
+				t.Fatalf("cut at %d between batch frames: reason %q does not mention the batch", cut, rep.TruncatedReason)
+			}
+		}
+		flumetest.CheckLog(t, l, payload)
+		// The log continues after the dropped batch with the same seqs.
+		if s, err := l.Append(payload(want + 1)); err != nil || s != want+1 {
+			t.Fatalf("cut at %d: append after recovery = %d, %v", cut, s, err)
+		}
+		l.Close()
+	}
+}
+
 // TestFlipActiveSegment flips every byte of the early frames of the active
 // segment: open fails with a CorruptionError naming file, offset and seq.
 func TestFlipActiveSegment(t *testing.T) {

@@ -119,6 +119,7 @@ type frameReader struct {
 	off   int64 // offset of the next frame
 	limit int64
 	big   []byte // frames larger than the buffer
+	more  bool   // the frame last returned by next continues its batch
 }
 
 var readerPool = sync.Pool{New: func() any { return &frameReader{br: bufio.NewReaderSize(nil, readBufSize)} }}
@@ -160,7 +161,8 @@ func (r *frameReader) next() (flume.Entry, int, error) {
 		}
 		return flume.Entry{}, 0, err
 	}
-	l := binary.LittleEndian.Uint32(hdr)
+	l := flume.FramePayloadLen(hdr)
+	r.more = flume.FrameContinues(hdr)
 	if l > flume.MaxEntrySize {
 		return flume.Entry{}, 0, &flume.FrameError{Reason: fmt.Sprintf("payload length %d exceeds the maximum %d", l, flume.MaxEntrySize)}
 	}
@@ -236,7 +238,18 @@ type scanResult struct {
 	problem  error // first bad frame (*flume.FrameError, or seq mismatch), nil if clean
 	badOff   int64
 	torn     bool // problem is a frame cut by the end of the file
+
+	// The end of the last complete batch: the good frames after it (at
+	// most one batch's worth) carry the "batch continues" flag, and a
+	// crash cut the batch before its last frame was written.
+	batchCount int        // good frames up to the batch end
+	batchSize  int64      // offset of the batch end
+	batchHash  flume.Hash // hash of the frame that ends it
 }
+
+// openBatch reports whether the scan ended inside a batch whose last frame
+// is missing.
+func (r *scanResult) openBatch() bool { return r.batchCount < len(r.offs) }
 
 var errSeq = errors.New("seq out of sequence")
 
@@ -250,7 +263,7 @@ func scanSegment(f vfs.File, base, size int64) (scanResult, error) {
 // scanSegmentFrom scans from offset start, where the frame of seq first
 // begins.
 func scanSegmentFrom(f vfs.File, first, start, size int64) (scanResult, error) {
-	res := scanResult{size: start}
+	res := scanResult{size: start, batchSize: start}
 	r := newFrameReader()
 	defer r.release()
 	r.reset(f, start, size)
@@ -276,6 +289,9 @@ func scanSegmentFrom(f vfs.File, first, start, size int64) (scanResult, error) {
 		res.offs = append(res.offs, off)
 		res.size = r.off
 		res.lastHash = e.Hash
+		if !r.more {
+			res.batchCount, res.batchSize, res.batchHash = len(res.offs), res.size, e.Hash
+		}
 		want++
 	}
 }
@@ -286,7 +302,7 @@ func scanSegmentFrom(f vfs.File, first, start, size int64) (scanResult, error) {
 func validFrameAfter(b []byte, after int64) bool {
 	maxSeq := after + int64(len(b)/flume.FrameHeaderSize) + 1
 	for i := 0; i+flume.FrameHeaderSize <= len(b); i++ {
-		l := binary.LittleEndian.Uint32(b[i:])
+		l := flume.FramePayloadLen(b[i:])
 		if int(l) > len(b)-i-flume.FrameHeaderSize {
 			continue
 		}
