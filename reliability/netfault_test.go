@@ -169,16 +169,12 @@ func TestSyncPartitionFailsThenHeals(t *testing.T) {
 
 // TestLostMessageDetected: a connection that loses one whole Entries
 // message (a middlebox dropping bytes; TCP itself never does this) while
-// heartbeats keep flowing. The follower hears from the primary's
-// heartbeats that it is behind, but nothing tells it the stream lost a
-// message until the next Entries message arrives: with no further appends
-// it stays behind forever. A hardening gap rather than a TCP-reachable
-// bug (found by the soak before blackholes were followed by resets);
-// reported to the repl owner. Run with -knownbugs.
+// heartbeats keep flowing. With no further appends nothing but the
+// heartbeat can tell the follower it is behind: the primary's heartbeat
+// says through which seq it has sent, the follower sees the gap, drops the
+// connection and resumes. (Found by the soak before blackholes were
+// followed by resets; fixed in protocol version 2.)
 func TestLostMessageDetected(t *testing.T) {
-	if !*knownBugs {
-		t.Skip("hardening gap: a lost Entries message is only noticed at the next one; run with -knownbugs")
-	}
 	seed := testSeed(t)
 	c := newCluster(t, clusterConfig{kind: logKinds[0], followers: 1, seed: seed})
 	m := c.fs[0]

@@ -502,6 +502,15 @@ func (s *fsession) readLoop(next int64) {
 				s.fail(err)
 				return
 			}
+			if m.Through != next-1 {
+				// The stream is in order, so everything sent before this
+				// heartbeat has arrived: a gap means bytes were lost
+				// between the two processes (a middlebox, not TCP).
+				// Reconnecting resumes exactly from what is held.
+				s.fail(&ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf(
+					"the primary has sent entries through seq %d but this connection delivered through %d: a message was lost in transit", m.Through, next-1)})
+				return
+			}
 			f.mu.Lock()
 			f.mu.primarySince = max(f.mu.primarySince, m.Since)
 			f.mu.Unlock()
@@ -643,7 +652,7 @@ func (s *fsession) sendProgress(tick bool) error {
 		s.w.out = appendAck(s.w.out, ack{Durable: d, Received: max(r, d)})
 		s.lastD, s.lastR = d, r
 	case tick && now.Sub(s.lastSend) >= s.f.opts.Heartbeat/2:
-		s.w.out = appendHeartbeat(s.w.out, heartbeat{Since: d, UnixNano: now.UnixNano()})
+		s.w.out = appendHeartbeat(s.w.out, heartbeat{Since: d, UnixNano: now.UnixNano(), Through: max(r, d)})
 	default:
 		return nil
 	}

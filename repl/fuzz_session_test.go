@@ -18,7 +18,8 @@ func FuzzFollowerSession(f *testing.F) {
 	next := chainEntries(id, base[1].Hash, 2, "c", "dd", "eee")
 	f.Add(batchMsg(4, next))
 	f.Add(append(batchMsg(4, next[:1]), batchMsg(4, next[1:])...))
-	f.Add(appendHeartbeat(batchMsg(4, next[:2]), heartbeat{Since: 4}))
+	f.Add(appendHeartbeat(batchMsg(4, next[:2]), heartbeat{Since: 4, Through: 3}))
+	f.Add(appendHeartbeat(batchMsg(4, next[:2]), heartbeat{Since: 4, Through: 4})) // a lost message
 	f.Add(appendError(nil, errorMsg{Code: CodeShutdown, Message: "bye"}))
 	f.Add([]byte{0xff, 0xff, 0xff, 0x03, 7})
 	f.Fuzz(func(t *testing.T, data []byte) {
@@ -85,7 +86,7 @@ func FuzzFollowerSession(f *testing.F) {
 func FuzzPrimarySession(f *testing.F) {
 	f.Add(appendAck(nil, ack{Durable: 1, Received: 1}))
 	f.Add(appendAck(nil, ack{Durable: 99, Received: 99}))
-	f.Add(appendHeartbeat(appendAck(nil, ack{Durable: 0, Received: 1}), heartbeat{Since: 1}))
+	f.Add(appendHeartbeat(appendAck(nil, ack{Durable: 0, Received: 1}), heartbeat{Since: 1, Through: 1}))
 	f.Add(appendHello(nil, Hello{Role: RoleFollower}))
 	f.Add([]byte{0, 0, 0, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {

@@ -737,7 +737,7 @@ func (s *session) sendLoop(from int64) error {
 		case <-s.ackCh:
 		case now := <-hb.C:
 			if now.Sub(lastSend) >= p.opts.Heartbeat/2 {
-				w.out = appendHeartbeat(w.out, heartbeat{Since: since, UnixNano: now.UnixNano()})
+				w.out = appendHeartbeat(w.out, heartbeat{Since: since, UnixNano: now.UnixNano(), Through: next - 1})
 				if err := w.flush(); err != nil {
 					return err
 				}

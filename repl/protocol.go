@@ -26,7 +26,7 @@ import (
 const (
 	// Version is the protocol version this package speaks. A peer with a
 	// different version is refused with ErrVersion on both sides.
-	Version uint16 = 1
+	Version uint16 = 2
 
 	preambleSize = 8
 	// maxPreAuthMessage bounds a message before authentication succeeded,
@@ -196,6 +196,11 @@ type ack struct {
 type heartbeat struct {
 	Since    int64
 	UnixNano int64
+	// Through is the last seq the sender has sent on this connection
+	// (primary) or received on it (follower). A follower that has received
+	// less than a primary's heartbeat says was sent lost a message in
+	// transit; it drops the connection and resumes from what it holds.
+	Through int64
 }
 
 // ---- encoding ----
@@ -333,6 +338,7 @@ func appendHeartbeat(dst []byte, m heartbeat) []byte {
 	dst, s := beginMsg(dst, MsgHeartbeat)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Since))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.UnixNano))
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Through))
 	return endMsg(dst, s)
 }
 
@@ -566,7 +572,7 @@ func decodeAck(b []byte) (ack, error) {
 
 func decodeHeartbeat(b []byte) (heartbeat, error) {
 	r := reader{b: b, msg: MsgHeartbeat}
-	m := heartbeat{Since: r.seq("since"), UnixNano: int64(r.u64("time"))}
+	m := heartbeat{Since: r.seq("since"), UnixNano: int64(r.u64("time")), Through: r.seq("through")}
 	return m, r.done()
 }
 

@@ -44,7 +44,7 @@ func sampleMessages() []struct {
 		{MsgError, appendError(nil, em), em},
 		{MsgEntries, bm, b},
 		{MsgAck, appendAck(nil, ack{Durable: 3, Received: 7}), ack{Durable: 3, Received: 7}},
-		{MsgHeartbeat, appendHeartbeat(nil, heartbeat{Since: -1, UnixNano: 12345}), heartbeat{Since: -1, UnixNano: 12345}},
+		{MsgHeartbeat, appendHeartbeat(nil, heartbeat{Since: -1, UnixNano: 12345, Through: 7}), heartbeat{Since: -1, UnixNano: 12345, Through: 7}},
 	}
 }
 
