@@ -10,7 +10,6 @@
 //
 //	go test ./reliability                                   # short suite
 //	go test ./reliability -run '^TestNetFaults$' -seed=1234 -v   # replay a seed
-//	go test ./reliability -knownbugs -run PowerLoss -v      # include known-bug tests
 //	go test -tags soak ./reliability -run Soak -timeout 0 -soak.duration=20m -v
 //
 // See the README's "Reliability and soak" section.

@@ -2,7 +2,6 @@ package reliability
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"math/rand"
 	randv2 "math/rand/v2"
@@ -162,8 +161,6 @@ func TestPowerLoss(t *testing.T) {
 		t.Errorf("violation: %v", v)
 	}
 }
-
-var knownBugs = flag.Bool("knownbugs", false, "run the tests of known, reported, unfixed bugs (they fail)")
 
 // TestPowerLossSyncFollowerInterval is the power-loss round with followers
 // whose log fsyncs on an interval; only followers lose power, keeping none
