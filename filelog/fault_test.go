@@ -523,3 +523,61 @@ func TestBigBatches(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncDoesNotStallAppends: under SyncNever (and SyncInterval), an fsync
+// in progress (Sync, the interval syncer) does not hold up appends, and a
+// Sync that starts while another's fsync runs still fsyncs what was
+// written after that fsync began before it returns.
+func TestSyncDoesNotStallAppends(t *testing.T) {
+	var armed atomic.Bool
+	entered, release := make(chan struct{}), make(chan struct{})
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpSync && armed.Load() && strings.HasSuffix(op.Path, ".seg") {
+			entered <- struct{}{}
+			<-release
+		}
+		return nil
+	}))
+	l, err := filelog.Open("/db", &filelog.Options{FS: fs, Sync: filelog.SyncNever})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if _, err := l.Append([]byte("a")); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	sync1 := make(chan error, 1)
+	go func() { sync1 <- l.Sync() }()
+	<-entered // the first fsync is running (and blocked)
+
+	appended := make(chan error, 1)
+	go func() { _, err := l.Append([]byte("b")); appended <- err }()
+	select {
+	case err := <-appended:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Append waited for an fsync in progress")
+	}
+
+	sync2 := make(chan error, 1)
+	go func() { sync2 <- l.Sync() }()
+	release <- struct{}{}
+	if err := <-sync1; err != nil {
+		t.Fatal(err)
+	}
+	// "b" was written after the first fsync began: the second Sync must
+	// fsync again before it returns.
+	select {
+	case err := <-sync2:
+		t.Fatalf("second Sync returned (%v) without an fsync covering the append made during the first", err)
+	case <-entered:
+	}
+	armed.Store(false)
+	release <- struct{}{}
+	if err := <-sync2; err != nil {
+		t.Fatal(err)
+	}
+}

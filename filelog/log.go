@@ -23,7 +23,7 @@ var ErrReadOnly = errors.New("filelog: log is open read-only")
 // Log is the durable, segmented flume.Log. Open returns one; it is safe for
 // concurrent use.
 //
-// Lock order: wmu before mu (see LOCKS.md).
+// Lock order: syncMu before wmu before mu (see LOCKS.md).
 type Log struct {
 	dir    string
 	opts   Options
@@ -31,6 +31,12 @@ type Log struct {
 	lock   io.Closer
 	logger *slog.Logger
 	report OpenReport
+
+	// syncMu serializes the fsyncs that run without wmu (Sync and the
+	// interval syncer) with each other and with rotation and Close, so
+	// that a sync returning nil covers everything written before it began
+	// and a file is never sealed or closed under a running fsync.
+	syncMu sync.Mutex
 
 	// wmu serializes everything that touches files for writing: flushing
 	// pending batches, fsync, rotation, META writes. Waiting for it is how
@@ -438,22 +444,64 @@ func (l *Log) syncLocked() error {
 	if l.werr != nil {
 		return l.werr
 	}
-	start := time.Now()
-	l.stats.syncs.Add(1)
-	if err := l.active.f.Sync(); err != nil {
-		err = fmt.Errorf("filelog: fsync %s: %w (the log refuses writes until reopened)", l.active.path, err)
+	if err := l.fsync(l.active); err != nil {
 		l.setSticky(err)
 		return err
+	}
+	l.unsynced = false
+	return nil
+}
+
+// fsync fsyncs s's data file and records the time it took.
+func (l *Log) fsync(s *segment) error {
+	start := time.Now()
+	l.stats.syncs.Add(1)
+	if err := s.f.Sync(); err != nil {
+		return fmt.Errorf("filelog: fsync %s: %w (the log refuses writes until reopened)", s.path, err)
 	}
 	d := time.Since(start)
 	l.stats.syncNanos.Add(int64(d))
 	if d > l.opts.SlowSync {
-		l.logger.Warn("filelog: slow fsync", "file", l.active.path, "duration", d)
+		l.logger.Warn("filelog: slow fsync", "file", s.path, "duration", d)
 	}
 	if l.opts.OnSync != nil {
 		l.opts.OnSync(d)
 	}
+	return nil
+}
+
+// syncAside flushes pending writes and fsyncs them without holding wmu
+// across the fsync, so that appends under SyncInterval and SyncNever are
+// not stalled by it (a follower that fsyncs before acknowledging, or the
+// interval syncer, would otherwise add an fsync to the latency of the
+// appends that arrive meanwhile). When it returns nil, everything written
+// before it was called is durable.
+func (l *Log) syncAside() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
+	l.wmu.Lock()
+	l.flushLocked()
+	if !l.unsynced {
+		l.wmu.Unlock()
+		return nil
+	}
+	if err := l.werr; err != nil {
+		l.wmu.Unlock()
+		return err
+	}
+	// Writes made during the fsync set unsynced again; syncMu keeps a
+	// concurrent syncAside from returning early on this cleared flag
+	// before the fsync below completes.
+	s := l.active
 	l.unsynced = false
+	l.wmu.Unlock()
+	if err := l.fsync(s); err != nil {
+		l.wmu.Lock()
+		l.unsynced = true
+		l.setSticky(err)
+		l.wmu.Unlock()
+		return err
+	}
 	return nil
 }
 
@@ -468,6 +516,8 @@ func (l *Log) setSticky(err error) {
 
 // rotate seals the active segment (fsync, index file) and starts a new one.
 func (l *Log) rotate() error {
+	l.syncMu.Lock()
+	defer l.syncMu.Unlock()
 	l.wmu.Lock()
 	defer l.wmu.Unlock()
 	var old *segment
@@ -524,9 +574,7 @@ func (l *Log) syncLoop(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			l.wmu.Lock()
-			l.syncLocked() // a failure is sticky and reported to the next writer
-			l.wmu.Unlock()
+			l.syncAside() // a failure is sticky and reported to the next writer
 		}
 	}
 }
@@ -542,10 +590,7 @@ func (l *Log) Sync() error {
 	if ro {
 		return nil
 	}
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
-	l.flushLocked()
-	return l.syncLocked()
+	return l.syncAside()
 }
 
 // Close implements flume.Log: it flushes and fsyncs pending appends, stops
@@ -562,6 +607,8 @@ func (l *Log) Close() error {
 		l.cancel()
 		l.wg.Wait()
 	}
+	l.syncMu.Lock() // no fsync is running on a file about to be closed
+	defer l.syncMu.Unlock()
 	l.wmu.Lock()
 	l.flushLocked()
 	var err error
