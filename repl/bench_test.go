@@ -229,6 +229,8 @@ func BenchmarkSyncAppend(b *testing.B) {
 				fs := fl.(interface{ Stats() filelog.Stats }).Stats()
 				b.ReportMetric(float64(ps.Stats().Entries)/float64(max(1, ps.Stats().Syncs)), "entries/primary-fsync")
 				b.ReportMetric(float64(fs.Entries)/float64(max(1, fs.Syncs)), "entries/follower-fsync")
+				b.ReportMetric(float64(ps.Stats().SyncTime.Microseconds())/float64(max(1, ps.Stats().Syncs)), "µs/primary-fsync")
+				b.ReportMetric(float64(fs.SyncTime.Microseconds())/float64(max(1, fs.Syncs)), "µs/follower-fsync")
 			}
 		})
 	}
