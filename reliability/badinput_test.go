@@ -22,7 +22,8 @@ import (
 // claiming 4 GiB, a random AuthInit body, a lone preamble (then silence),
 // and nothing at all.
 func garbage(rnd *rand.Rand, i int) (kind string, b []byte) {
-	pre := []byte{'F', 'L', 'R', 'P', 1, 0, 0, 0}
+	pre := binary.LittleEndian.AppendUint16([]byte{'F', 'L', 'R', 'P'}, repl.Version)
+	pre = append(pre, 0, 0)
 	rb := func(n int) []byte { b := make([]byte, n); rnd.Read(b); return b }
 	switch i % 6 {
 	case 0:

@@ -9,19 +9,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// fsyncHooked reports whether the file log reports fsync latencies. It does
-// not (filelog has no per-fsync hook), so /metrics carries the latency of
-// appends (flume_append_duration_seconds) and the log's fsync count
-// (flume_log_fsyncs_total) instead.
-const fsyncHooked = false
-
-// openFileLog opens the file log in dir with cfg's fsync policy.
+// openFileLog opens the file log in dir with cfg's fsync policy; onFsync
+// (if not nil) receives the duration of every fsync of a segment file.
 func openFileLog(dir string, cfg Config, onFsync func(time.Duration)) (flume.Log, error) {
 	mode, err := filelog.ParseSyncMode(cfg.Fsync)
 	if err != nil {
 		return nil, err
 	}
-	l, err := filelog.Open(dir, &filelog.Options{Sync: mode, SyncInterval: cfg.FsyncInterval, Logger: cfg.Logger})
+	l, err := filelog.Open(dir, &filelog.Options{Sync: mode, SyncInterval: cfg.FsyncInterval, Logger: cfg.Logger, OnSync: onFsync})
 	if err != nil {
 		return nil, err
 	}

@@ -32,6 +32,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net"
 	"net/http"
@@ -39,6 +40,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flume-go/flume"
@@ -85,12 +87,14 @@ func New(cfg Config) (*Server, error) {
 		s.cfg.NodeID = cfg.NodeID
 	}
 
-	var fsyncHist func(time.Duration)
+	// The log fsyncs (interval syncer, recovery) before the metrics
+	// exist: the histogram is published to the hook atomically.
+	var fsyncHist atomic.Pointer[prometheus.Histogram]
 	l := cfg.Log
 	if l == nil {
 		l, err = openFileLog(filepath.Join(cfg.DataDir, "log"), cfg, func(d time.Duration) {
-			if fsyncHist != nil {
-				fsyncHist(d)
+			if h := fsyncHist.Load(); h != nil {
+				(*h).Observe(d.Seconds())
 			}
 		})
 		if err != nil {
@@ -116,13 +120,12 @@ func New(cfg Config) (*Server, error) {
 	}
 
 	s.drainCtx, s.drain = context.WithCancel(context.Background())
-	s.metrics = newMetrics(s.db, s.replState, fsyncHooked)
+	s.metrics = newMetrics(s.db, s.replState, cfg.Log == nil)
 	if c := logCollector(l); c != nil {
 		s.metrics.reg.MustRegister(c)
 	}
 	if s.metrics.fsyncLatency != nil {
-		h := s.metrics.fsyncLatency
-		fsyncHist = func(d time.Duration) { h.Observe(d.Seconds()) }
+		fsyncHist.Store(&s.metrics.fsyncLatency)
 	}
 	s.api = &api{db: s.db, secret: cfg.Secret, maxBody: cfg.MaxBodyBytes, logger: cfg.Logger,
 		status: s.Status, metrics: s.metrics, drain: s.drainCtx}

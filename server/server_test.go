@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -296,7 +297,7 @@ func TestSyncShortOfAcks503(t *testing.T) {
 // TCP: writes to the follower get 421 naming the primary, reads work, and
 // /status on both sides shows the lag reaching zero.
 func TestFollower(t *testing.T) {
-	p := startNode(t, Config{NodeID: "p1"})
+	p := startNode(t, Config{NodeID: "p1", DataDir: t.TempDir()}) // a file log, fsync "always"
 	f := startNode(t, Config{NodeID: "f1", Follow: p.replAddr})
 	for i := range 5 {
 		wantCode(t, do(t, "POST", p.url+"/log", "", fmt.Sprintf(`{"n":%d}`, i)), 200)
@@ -338,6 +339,17 @@ func TestFollower(t *testing.T) {
 		if !strings.Contains(m.body, name) {
 			t.Errorf("metrics lack %q", name)
 		}
+	}
+	// Five appends under fsync "always", one at a time: at least five
+	// fsyncs observed by the histogram.
+	var fsyncs int
+	for _, line := range strings.Split(m.body, "\n") {
+		if v, ok := strings.CutPrefix(line, "flume_fsync_duration_seconds_count "); ok {
+			fsyncs, _ = strconv.Atoi(v)
+		}
+	}
+	if fsyncs < 5 {
+		t.Errorf("flume_fsync_duration_seconds_count = %d after 5 appends under fsync always, want >= 5", fsyncs)
 	}
 	fm := do(t, "GET", f.url+"/metrics", "", "").body
 	for _, name := range []string{`flume_upstream_lag_entries{primary=`, `flume_repl_reconnects_total`, `flume_role{role="follower"} 1`} {
