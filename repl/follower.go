@@ -44,11 +44,16 @@ type Follower struct {
 		state        string
 		connected    bool
 		primarySince int64
-		lastErr      error
-		connectedAt  time.Time
-		refusal      error         // last attempt's permanent error; nil once a handshake succeeds
-		changed      chan struct{} // closed and replaced on every state change
-		closed       bool
+		// learned records when each new primarySince was first heard of,
+		// oldest first, so that Status can tell the age of the oldest
+		// entry the primary has and this follower does not (LagSeconds).
+		// Bounded: when full the newest point absorbs later ones.
+		learned     []learnedAt
+		lastErr     error
+		connectedAt time.Time
+		refusal     error         // last attempt's permanent error; nil once a handshake succeeds
+		changed     chan struct{} // closed and replaced on every state change
+		closed      bool
 	}
 }
 
@@ -83,6 +88,31 @@ func NewFollower(db *flume.DB, addr string, opts *Options) (*Follower, error) {
 	f.wg.Add(1)
 	go f.run()
 	return f, nil
+}
+
+// learnedAt is when the follower learned that the primary holds seq.
+type learnedAt struct {
+	seq int64
+	at  time.Time
+}
+
+const maxLearned = 4096
+
+// notePrimarySinceLocked records the primary's since as reported by a
+// handshake, an Entries message or a heartbeat. f.mu is held.
+func (f *Follower) notePrimarySinceLocked(ps int64, now time.Time) {
+	switch {
+	case ps < f.mu.primarySince:
+		// Another primary, or one that restarted with less: start over.
+		f.mu.primarySince, f.mu.learned = ps, append(f.mu.learned[:0], learnedAt{ps, now})
+	case ps > f.mu.primarySince:
+		f.mu.primarySince = ps
+		if n := len(f.mu.learned); n >= maxLearned {
+			f.mu.learned[n-1].seq = ps
+		} else {
+			f.mu.learned = append(f.mu.learned, learnedAt{ps, now})
+		}
+	}
 }
 
 func (f *Follower) setState(state string, connected bool, err error) {
@@ -239,7 +269,7 @@ func (f *Follower) session() (streamed bool, err error) {
 	}
 	f.stats.handshakes.Add(1)
 	f.mu.Lock()
-	f.mu.primarySince = remote.Since
+	f.notePrimarySinceLocked(remote.Since, time.Now())
 	f.mu.connectedAt = time.Now()
 	f.mu.refusal = nil
 	f.mu.Unlock()
@@ -483,7 +513,7 @@ func (s *fsession) readLoop(next int64) {
 			f.stats.entriesReceived.Add(int64(m.Count))
 			f.stats.bytesReceived.Add(int64(len(m.Frames)))
 			f.mu.Lock()
-			f.mu.primarySince = max(f.mu.primarySince, m.PrimarySince)
+			f.notePrimarySinceLocked(max(f.mu.primarySince, m.PrimarySince), time.Now())
 			f.mu.Unlock()
 			// Received progress rides on the next durable ack or
 			// heartbeat; one ack per append keeps the primary's window
@@ -512,7 +542,7 @@ func (s *fsession) readLoop(next int64) {
 				return
 			}
 			f.mu.Lock()
-			f.mu.primarySince = max(f.mu.primarySince, m.Since)
+			f.notePrimarySinceLocked(max(f.mu.primarySince, m.Since), time.Now())
 			f.mu.Unlock()
 		case MsgError:
 			m, err := decodeError(body)
@@ -714,6 +744,16 @@ func (f *Follower) Status() UpstreamStatus {
 	}
 	if f.mu.primarySince >= 0 {
 		st.LagEntries = max(0, f.mu.primarySince-since)
+	}
+	// Drop what this follower now holds; the first point left is the
+	// oldest news of an entry it does not hold.
+	i := 0
+	for i < len(f.mu.learned) && f.mu.learned[i].seq <= since {
+		i++
+	}
+	f.mu.learned = f.mu.learned[i:]
+	if len(f.mu.learned) > 0 {
+		st.LagSeconds = time.Since(f.mu.learned[0].at).Seconds()
 	}
 	if f.mu.lastErr != nil {
 		st.LastError = f.mu.lastErr.Error()

@@ -14,6 +14,7 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
+	"github.com/flume-go/flume/memlog"
 	"io"
 	"log/slog"
 	"math/big"
@@ -738,6 +739,54 @@ func TestStatusLag(t *testing.T) {
 	if ps.EntriesSent != 150 || fs.EntriesReceived != 150 || ps.BytesSent != fs.BytesReceived || ps.Handshakes != 1 {
 		t.Fatalf("stats: primary %+v follower %+v", ps, fs)
 	}
+}
+
+// The follower's own view of its lag: while its log cannot append, it
+// still hears of the primary's entries, and LagSeconds is the age of the
+// oldest one it does not hold (never more than the time since the primary
+// appended it); zero again once it catches up.
+func TestUpstreamLagSeconds(t *testing.T) {
+	pdb := newMemDB(t)
+	_, addr := servePrimary(t, pdb, fastOpts())
+	gl := &stallLog{Log: memlog.New()}
+	fdb, err := flume.Open(gl, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fdb.Close()
+	f, err := NewFollower(fdb, addr, fastOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	appendN(t, pdb, 10, "x")
+	waitSince(t, fdb, 9)
+	eventually(t, "caught up", func() bool { st := f.Status(); return st.LagEntries == 0 && st.LagSeconds == 0 })
+
+	gl.mu.Lock() // the follower's appends stall
+	t0 := time.Now()
+	appendN(t, pdb, 50, "behind")
+	eventually(t, "the follower to hear of seq 59", func() bool { return f.Status().PrimarySince == 59 })
+	eventually(t, "lag seconds to grow", func() bool { return f.Status().LagSeconds >= 0.05 })
+	st := f.Status()
+	if st.LagEntries != 50 || st.LagSeconds > time.Since(t0).Seconds() {
+		t.Fatalf("behind by 50 for %v: status %+v", time.Since(t0), st)
+	}
+	gl.mu.Unlock()
+	waitSince(t, fdb, 59)
+	eventually(t, "lag to reach zero", func() bool { st := f.Status(); return st.LagEntries == 0 && st.LagSeconds == 0 })
+}
+
+// stallLog is a log whose replicated appends wait while mu is held.
+type stallLog struct {
+	flume.Log
+	mu sync.Mutex
+}
+
+func (l *stallLog) AppendEntries(es []flume.Entry) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.Log.AppendEntries(es)
 }
 
 // gatedConn stalls writes (the follower's acks) while gate is set.

@@ -171,9 +171,13 @@ type UpstreamStatus struct {
 	Since        int64 // the follower log's since
 	PrimarySince int64 // the primary's since as last reported (-1 unknown)
 	LagEntries   int64 // PrimarySince - Since, when known
-	LastError    string
-	Reconnects   int64
-	ConnectedAt  time.Time
+	// LagSeconds is how long ago this follower first heard (handshake,
+	// Entries or heartbeat) of the oldest entry the primary holds and it
+	// does not: 0 when caught up. It is measured on the follower's clock.
+	LagSeconds  float64
+	LastError   string
+	Reconnects  int64
+	ConnectedAt time.Time
 }
 
 // Follower states.

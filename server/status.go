@@ -40,16 +40,19 @@ type FollowerStatus struct {
 
 // UpstreamStatus is a follower's view of its primary.
 type UpstreamStatus struct {
-	Addr         string    `json:"addr"`
-	State        string    `json:"state"`
-	Connected    bool      `json:"connected"`
-	Since        int64     `json:"since"`
-	AckedSeq     int64     `json:"acked_seq"` // what this follower has acknowledged as durable: its since
-	PrimarySince int64     `json:"primary_since"`
-	LagEntries   int64     `json:"lag_entries"`
-	LastError    string    `json:"last_error,omitempty"`
-	Reconnects   int64     `json:"reconnects"`
-	ConnectedAt  time.Time `json:"connected_at,omitzero"`
+	Addr         string `json:"addr"`
+	State        string `json:"state"`
+	Connected    bool   `json:"connected"`
+	Since        int64  `json:"since"`
+	AckedSeq     int64  `json:"acked_seq"` // what this follower has acknowledged as durable: its since
+	PrimarySince int64  `json:"primary_since"`
+	LagEntries   int64  `json:"lag_entries"`
+	// LagSeconds is the age of the oldest entry the primary holds and this
+	// follower does not, by when the follower heard of it (0: caught up).
+	LagSeconds  float64   `json:"lag_seconds"`
+	LastError   string    `json:"last_error,omitempty"`
+	Reconnects  int64     `json:"reconnects"`
+	ConnectedAt time.Time `json:"connected_at,omitzero"`
 }
 
 // ReplStats are replication counters since start.
