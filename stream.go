@@ -59,7 +59,22 @@ type Stream struct {
 	cur    Entry
 	err    error
 	done   bool
+
+	// Reverse streams read the log forward in windows and yield each one
+	// backwards: one sequential read per window rather than an indexed
+	// read per entry. rbuf holds the window not yet yielded, its payloads
+	// copied into rdata; rwin is the window's length in entries.
+	rbuf  []Entry
+	rdata []byte
+	rwin  int64
 }
+
+// A reverse stream's window: at most this many entries and, after the
+// first window shows the entry size, about this many payload bytes.
+const (
+	reverseWindow      = 256
+	reverseWindowBytes = 1 << 20
+)
 
 const maxSeq = int64(^uint64(0) >> 1)
 
@@ -194,17 +209,63 @@ func (s *Stream) Next() bool {
 }
 
 func (s *Stream) nextReverse() bool {
-	if s.next < s.lo {
-		return s.finish(nil)
+	if len(s.rbuf) == 0 {
+		if s.next < s.lo {
+			return s.finish(nil)
+		}
+		if err := s.fillReverse(); err != nil {
+			return s.finish(s.wrap(err))
+		}
 	}
-	e, err := s.db.log.Entry(s.next)
-	if err != nil {
-		return s.finish(s.wrap(err))
-	}
-	s.cur = e
-	s.next--
+	s.cur = s.rbuf[len(s.rbuf)-1]
+	s.rbuf = s.rbuf[:len(s.rbuf)-1]
 	s.count++
 	return true
+}
+
+// fillReverse reads the window that ends at s.next into rbuf and moves
+// s.next below it.
+func (s *Stream) fillReverse() error {
+	if s.rwin == 0 {
+		s.rwin = reverseWindow
+	}
+	win := s.rwin
+	if s.opts.Limit > 0 {
+		win = min(win, int64(s.opts.Limit-s.count))
+	}
+	from := max(s.lo, s.next-win+1)
+	it := s.db.log.Iter(from)
+	defer it.Close()
+	s.rbuf, s.rdata = s.rbuf[:0], s.rdata[:0]
+	offs := make([]int, 0, s.next-from+2)
+	for seq := from; seq <= s.next; seq++ {
+		if !it.Next() {
+			if err := it.Err(); err != nil {
+				return err
+			}
+			return fmt.Errorf("%w: the log ends at seq %d, below its published since %d", ErrCorrupt, seq-1, s.next)
+		}
+		e := it.Entry()
+		if e.Seq != seq {
+			return fmt.Errorf("%w: the log iterator returned seq %d, expected %d", ErrCorrupt, e.Seq, seq)
+		}
+		offs = append(offs, len(s.rdata))
+		s.rdata = append(s.rdata, e.Data...)
+		e.Data = nil
+		s.rbuf = append(s.rbuf, e)
+	}
+	offs = append(offs, len(s.rdata))
+	for i := range s.rbuf {
+		s.rbuf[i].Data = s.rdata[offs[i]:offs[i+1]:offs[i+1]]
+	}
+	s.next = from - 1
+	if avg := int64(len(s.rdata)) / int64(len(s.rbuf)); avg > 0 {
+		s.rwin = max(1, min(reverseWindow, reverseWindowBytes/avg))
+	}
+	if cap(s.rdata) > 4*reverseWindowBytes {
+		s.rdata = nil // not kept after a window of huge entries
+	}
+	return nil
 }
 
 func (s *Stream) wrap(err error) error {
