@@ -56,6 +56,10 @@ type Config struct {
 	// TLS secures replication connections (both listener and dialer), see
 	// LoadTLS. nil: plain TCP.
 	TLS *tls.Config
+	// HTTPTLS serves the HTTP API over HTTPS with this configuration (its
+	// Certificates are the server's; see HTTPTLSConfig). nil: plain HTTP.
+	// Clients authenticate with the bearer token either way.
+	HTTPTLS *tls.Config
 
 	// MaxBodyBytes bounds the body of POST /log. Default 32 MiB.
 	MaxBodyBytes int64
@@ -112,6 +116,17 @@ func (c Config) validate() error {
 		}
 	}
 	return nil
+}
+
+// HTTPTLSConfig derives the HTTP API's TLS configuration from a replication
+// configuration made by LoadTLS: the same certificate, but no client
+// certificates required (HTTP clients authenticate with the bearer token).
+// It returns nil if repl is nil or has no certificate.
+func HTTPTLSConfig(repl *tls.Config) *tls.Config {
+	if repl == nil || len(repl.Certificates) == 0 {
+		return nil
+	}
+	return &tls.Config{MinVersion: tls.VersionTLS12, Certificates: repl.Certificates}
 }
 
 // LoadTLS builds the TLS configuration for replication from PEM files.

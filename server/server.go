@@ -270,8 +270,14 @@ func (s *Server) Serve(httpLn, replLn net.Listener) error {
 	}
 	if httpLn != nil {
 		n++
-		s.logger.Info("serving HTTP", "addr", httpLn.Addr().String())
-		go func() { errc <- s.http.Serve(httpLn) }()
+		if tc := s.cfg.HTTPTLS; tc != nil {
+			s.logger.Info("serving HTTPS", "addr", httpLn.Addr().String())
+			s.http.TLSConfig = tc.Clone()
+			go func() { errc <- s.http.ServeTLS(httpLn, "", "") }()
+		} else {
+			s.logger.Info("serving HTTP", "addr", httpLn.Addr().String())
+			go func() { errc <- s.http.Serve(httpLn) }()
+		}
 	}
 	var first error
 	for range n {

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 
 	"github.com/spf13/cobra"
@@ -15,11 +18,13 @@ import (
 type clientFlags struct {
 	server     string
 	secretFile string
+	tlsCA      string
 }
 
 func (f *clientFlags) register(cmd *cobra.Command) {
 	cmd.Flags().StringVar(&f.server, "server", "http://127.0.0.1:7600", "URL of the flume server's HTTP API (env FLUME_SERVER)")
 	cmd.Flags().StringVar(&f.secretFile, "secret-file", "", "file holding the server's bearer token (env FLUME_SECRET_FILE)")
+	cmd.Flags().StringVar(&f.tlsCA, "tls-ca", "", "PEM CA that verifies an https:// server (default: the system roots)")
 }
 
 // client is a minimal client of the HTTP API.
@@ -38,7 +43,21 @@ func (f *clientFlags) client() (*client, error) {
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
-	return &client{base: base, secret: string(secret), http: &http.Client{}}, nil
+	hc := &http.Client{}
+	if f.tlsCA != "" {
+		pem, err := os.ReadFile(f.tlsCA)
+		if err != nil {
+			return nil, fmt.Errorf("--tls-ca: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("--tls-ca: no certificates in %s", f.tlsCA)
+		}
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+		hc.Transport = tr
+	}
+	return &client{base: base, secret: string(secret), http: hc}, nil
 }
 
 // do sends a request and returns the response if its status is 2xx, else

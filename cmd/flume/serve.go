@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ type serveFlags struct {
 	syncTimeout                      time.Duration
 	secretFile                       string
 	tlsCert, tlsKey, tlsCA           string
+	httpTLS                          bool
 	logFormat, logLevel              string
 	nodeID                           string
 }
@@ -73,6 +75,7 @@ func (f *serveFlags) register(cmd *cobra.Command, withFollow bool) {
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "PEM certificate for replication TLS")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "PEM key for --tls-cert")
 	fl.StringVar(&f.tlsCA, "tls-ca", "", "PEM CA that verifies the replication peer (a primary then requires client certificates)")
+	fl.BoolVar(&f.httpTLS, "http-tls", false, "serve the HTTP API over HTTPS with --tls-cert/--tls-key")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fl.StringVar(&f.nodeID, "node-id", "", "node name (default: random, kept in DIR/node-id)")
@@ -118,10 +121,16 @@ func runServe(ctx context.Context, f serveFlags, logOut io.Writer, ready func(s 
 	if err != nil {
 		return err
 	}
+	var httpTLS *tls.Config
+	if f.httpTLS {
+		if httpTLS = server.HTTPTLSConfig(tlsCfg); httpTLS == nil {
+			return usageErrorf("serve: --http-tls needs --tls-cert and --tls-key")
+		}
+	}
 	srv, err := server.New(server.Config{
 		DataDir: f.data, NodeID: f.nodeID, Fsync: f.fsync, FsyncInterval: f.fsyncInterval,
 		SyncReplicas: f.syncReplicas, SyncTimeout: f.syncTimeout, Follow: f.follow,
-		HTTPAddr: f.httpAddr, ReplAddr: f.replAddr, Secret: secret, TLS: tlsCfg, Logger: logger,
+		HTTPAddr: f.httpAddr, ReplAddr: f.replAddr, Secret: secret, TLS: tlsCfg, HTTPTLS: httpTLS, Logger: logger,
 	})
 	if err != nil {
 		return err

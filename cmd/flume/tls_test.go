@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -73,5 +74,30 @@ func TestServeTLSFlags(t *testing.T) {
 	}
 	if code, _, stderr := runCmd(t, "", "serve", "--data", t.TempDir(), "--tls-cert", cert); code != exitError {
 		t.Errorf("--tls-cert without --tls-key: exit %d %s", code, stderr)
+	}
+}
+
+// TestServeHTTPS: with --http-tls the HTTP API is served over HTTPS with
+// the node's certificate; client commands reach it with --tls-ca, and fail
+// with a clear error without it (unknown authority) or over plain HTTP.
+func TestServeHTTPS(t *testing.T) {
+	cert, key, ca := writeTestCerts(t)
+	p := startServeInProc(t, serveFlags{data: t.TempDir(), fsync: "never", tlsCert: cert, tlsKey: key, httpTLS: true})
+	url := "https://" + strings.TrimPrefix(p.url, "http://")
+	code, out, stderr := runCmd(t, "", "append", "--server", url, "--tls-ca", ca, `{"over":"tls"}`)
+	if code != 0 || !strings.Contains(out, `"seq":0`) {
+		t.Fatalf("append over HTTPS: exit %d, %q, %q", code, out, stderr)
+	}
+	if code, out, stderr := runCmd(t, "", "get", "--server", url, "--tls-ca", ca, "0"); code != 0 || strings.TrimSpace(out) != `{"over":"tls"}` {
+		t.Fatalf("get over HTTPS: exit %d, %q, %q", code, out, stderr)
+	}
+	if code, _, stderr := runCmd(t, "", "get", "--server", url, "0"); code == 0 || !strings.Contains(stderr, "certificate") {
+		t.Errorf("get without --tls-ca: exit %d, %q (want a certificate error)", code, stderr)
+	}
+	if code, _, stderr := runCmd(t, "", "get", "--server", p.url, "0"); code == 0 {
+		t.Errorf("plain HTTP to the HTTPS port succeeded: %q", stderr)
+	}
+	if code, _, stderr := runCmd(t, "", "serve", "--data", t.TempDir(), "--http-tls"); code != exitUsage {
+		t.Errorf("--http-tls without a certificate: exit %d %s", code, stderr)
 	}
 }
