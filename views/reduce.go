@@ -68,8 +68,14 @@ type Reduce[S any] struct {
 	codec         StateCodec[S]
 	saveInterval  time.Duration
 
-	mu     sync.RWMutex // guards the fields below; Apply holds it to fold
+	// foldMu guards state: Apply holds it while the ReduceFunc runs (which
+	// may update the state in place), Read and save hold it for reading.
+	// Nothing else waits on it, so a slow or stuck ReduceFunc delays only
+	// reads of the state, and those give up when their context ends.
+	foldMu sync.RWMutex
 	state  S
+
+	mu     sync.RWMutex // guards the fields below; held only briefly
 	since  int64
 	hash   flume.Hash // chain hash of entry since
 	host   flume.ViewHost
@@ -117,6 +123,8 @@ func (r *Reduce[S]) Open(host flume.ViewHost) error {
 	if r.fn == nil {
 		return errors.New("views: reduce: nil ReduceFunc")
 	}
+	r.foldMu.Lock()
+	defer r.foldMu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.host != nil {
@@ -173,7 +181,7 @@ func (r *Reduce[S]) SinceHash() flume.Hash {
 // Apply implements flume.View: it folds the batch under the write lock, then
 // saves the state if SaveInterval has passed.
 func (r *Reduce[S]) Apply(entries []flume.Entry) error {
-	r.mu.Lock()
+	r.foldMu.Lock()
 	st, n := r.state, 0
 	var err error
 	for _, e := range entries {
@@ -185,9 +193,12 @@ func (r *Reduce[S]) Apply(entries []flume.Entry) error {
 		n++
 	}
 	if n > 0 {
-		r.state, r.since, r.hash = st, entries[n-1].Seq, entries[n-1].Hash
+		r.state = st
+		r.mu.Lock()
+		r.since, r.hash = entries[n-1].Seq, entries[n-1].Hash
+		r.mu.Unlock()
 	}
-	r.mu.Unlock()
+	r.foldMu.Unlock()
 	if err != nil {
 		return fmt.Errorf("views: reduce: entry %d: %w", entries[n].Seq, err)
 	}
@@ -205,9 +216,11 @@ func (r *Reduce[S]) Apply(entries []flume.Entry) error {
 // The file is rewritten at the next save; until then it still holds an
 // older state that Open would detect again (ahead, other history or version).
 func (r *Reduce[S]) Reset() error {
-	// Lock order: saveMu before mu, as in save.
+	// Lock order: saveMu, foldMu, mu, as in save.
 	r.saveMu.Lock()
 	defer r.saveMu.Unlock()
+	r.foldMu.Lock()
+	defer r.foldMu.Unlock()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.state, r.since, r.hash, r.saved = r.initial(), -1, flume.Hash{}, -2
@@ -241,12 +254,39 @@ func (r *Reduce[S]) Read(ctx context.Context, fn func(state S) error) error {
 	if err := host.Sync(ctx); err != nil {
 		return fmt.Errorf("views: reduce: %w", err)
 	}
+	// The view has caught up, but a fold of later entries may hold the
+	// state: wait for it no longer than ctx allows.
+	if err := rlockCtx(ctx, &r.foldMu); err != nil {
+		return fmt.Errorf("views: reduce: %w", err)
+	}
+	defer r.foldMu.RUnlock()
 	r.mu.RLock()
-	defer r.mu.RUnlock()
-	if r.closed {
+	closed = r.closed
+	r.mu.RUnlock()
+	if closed {
 		return fmt.Errorf("views: reduce: %w", flume.ErrClosed)
 	}
 	return fn(r.state)
+}
+
+// rlockCtx read-locks mu, or gives up when ctx ends first. A lock acquired
+// after giving up is released at once by the goroutine that waited for it.
+func rlockCtx(ctx context.Context, mu *sync.RWMutex) error {
+	if mu.TryRLock() {
+		return nil
+	}
+	got := make(chan struct{})
+	go func() { // ends as soon as the lock is free
+		mu.RLock()
+		close(got)
+	}()
+	select {
+	case <-got:
+		return nil
+	case <-ctx.Done():
+		go func() { <-got; mu.RUnlock() }()
+		return ctx.Err()
+	}
 }
 
 // Save writes the state and its since to the file now, if they changed
@@ -261,16 +301,18 @@ func (r *Reduce[S]) Save() error {
 func (r *Reduce[S]) save() error {
 	r.saveMu.Lock()
 	defer r.saveMu.Unlock()
+	r.foldMu.RLock()
 	r.mu.RLock()
 	since, hash := r.since, r.hash
+	r.mu.RUnlock()
 	if since == r.saved {
-		r.mu.RUnlock()
+		r.foldMu.RUnlock()
 		return nil
 	}
-	// Encode under the read lock: Apply, the only writer, waits, and the
+	// Encode under the fold lock: Apply, the only writer, waits, and the
 	// state is consistent with since.
 	st, err := r.codec.Marshal(r.state)
-	r.mu.RUnlock()
+	r.foldMu.RUnlock()
 	if err != nil {
 		r.saveErr = fmt.Errorf("views: reduce: encode state at %d: %w", since, err)
 		return r.saveErr

@@ -194,16 +194,42 @@ func TestReduceErrorAndDeadline(t *testing.T) {
 	if r.Since() != 2 {
 		t.Fatalf("since %d after failure at 3, want 2", r.Since())
 	}
-	// A view that cannot catch up: Get honours the deadline.
-	gate := make(chan struct{})
-	slow := views.NewReduce("", "v1", nil, func(n int, e flume.Entry) (int, error) { <-gate; return n + 1, nil }, nil)
+	// A view that cannot catch up, its ReduceFunc stuck in the middle of
+	// a batch: Get honours the deadline and Since answers at once.
+	gate, entered := make(chan struct{}), make(chan struct{}, 1)
+	slow := views.NewReduce("", "v1", nil, func(n int, e flume.Entry) (int, error) {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		<-gate
+		return n + 1, nil
+	}, nil)
 	if err := db.Use("slow", slow); err != nil {
 		t.Fatal(err)
 	}
+	<-entered // a fold is in progress
+	since := make(chan int64, 1)
+	go func() { since <- slow.Since() }()
+	select {
+	case s := <-since:
+		if s != -1 {
+			t.Fatalf("Since during the first fold = %d, want -1", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Since waited for a fold in progress")
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
 	defer cancel()
-	if _, err := slow.Get(ctx); !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("Get = %v, want DeadlineExceeded", err)
+	got := make(chan error, 1)
+	go func() { _, err := slow.Get(ctx); got <- err }()
+	select {
+	case err := <-got:
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Get = %v, want DeadlineExceeded", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Get ignored its deadline while a fold was in progress")
 	}
 	close(gate)
 }
