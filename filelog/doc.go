@@ -60,9 +60,12 @@
 //
 //   - SyncAlways (default): Append returns after its entries are written
 //     and fsynced; an acknowledged append survives power loss. Concurrent
-//     appenders are group-committed by one flusher goroutine: one write and
-//     one fsync for all entries pending when it starts; a lone writer pays
-//     one write and one fsync per Append.
+//     appenders are group-committed: one write and one fsync for all
+//     entries pending when a flush starts; a lone writer pays one write and
+//     one fsync per Append. A writer that finds no flush running leads its
+//     group and flushes it itself; writers that arrive during that fsync
+//     form the next group, which a flusher goroutine cuts. AppendEntries
+//     (a follower's single replication stream) always flushes itself.
 //   - SyncInterval: Append returns after the write reaches the OS; a
 //     background goroutine fsyncs every Options.SyncInterval. A process crash
 //     loses nothing acknowledged; a power loss loses at most about one
