@@ -87,6 +87,9 @@ func runBench(ctx context.Context, f benchFlags, out io.Writer) error {
 	}
 	size := f.size
 	steps := []func() (benchRow, error){
+		// The disk's own cost, for reading the rows that fsync: a sync
+		// append with k=1 pays about two of these in series.
+		func() (benchRow, error) { return benchFsync(ctx, sub(), "disk: write 156 B + fsync (no flume)", 500) },
 		func() (benchRow, error) {
 			return benchAppend(ctx, sub(), fmt.Sprintf("append %dB, 1 writer, fsync never", size), "never", 1, f.entries, size)
 		},
@@ -340,4 +343,33 @@ func benchSync(ctx context.Context, dir, name string, writers, total, size int) 
 	}
 	r.lat, r.elapsed, err = appendLoop(ctx, bp.pdb, writers, total, size)
 	return r, err
+}
+
+// benchFsync measures the raw cost of appending a 156-byte frame's worth of
+// bytes to a file and fsyncing it, ops times.
+func benchFsync(ctx context.Context, dir, name string, ops int) (benchRow, error) {
+	r := benchRow{name: name, entries: ops, bytes: int64(ops) * 156}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return r, err
+	}
+	f, err := os.Create(filepath.Join(dir, "fsync-probe"))
+	if err != nil {
+		return r, err
+	}
+	defer f.Close()
+	buf := make([]byte, 156)
+	start := time.Now()
+	for i := 0; i < ops && ctx.Err() == nil; i++ {
+		t0 := time.Now()
+		if _, err := f.Write(buf); err != nil {
+			return r, err
+		}
+		if err := f.Sync(); err != nil {
+			return r, err
+		}
+		r.lat = append(r.lat, time.Since(t0))
+	}
+	r.elapsed = time.Since(start)
+	r.entries = len(r.lat)
+	return r, ctx.Err()
 }
