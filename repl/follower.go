@@ -745,6 +745,9 @@ func (f *Follower) Status() UpstreamStatus {
 	if f.mu.primarySince >= 0 {
 		st.LagEntries = max(0, f.mu.primarySince-since)
 	}
+	if n := f.stats.entriesReceived.Load(); n > 0 && st.LagEntries > 0 {
+		st.LagBytes = st.LagEntries * (f.stats.bytesReceived.Load() / n)
+	}
 	// Drop what this follower now holds; the first point left is the
 	// oldest news of an entry it does not hold.
 	i := 0

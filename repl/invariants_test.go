@@ -769,12 +769,16 @@ func TestUpstreamLagSeconds(t *testing.T) {
 	eventually(t, "the follower to hear of seq 59", func() bool { return f.Status().PrimarySince == 59 })
 	eventually(t, "lag seconds to grow", func() bool { return f.Status().LagSeconds >= 0.05 })
 	st := f.Status()
-	if st.LagEntries != 50 || st.LagSeconds > time.Since(t0).Seconds() {
+	if st.LagEntries != 50 || st.LagSeconds > time.Since(t0).Seconds() ||
+		st.LagBytes < 50*int64(flume.FrameSize(3)) || st.LagBytes > 50*int64(flume.FrameSize(9)) {
 		t.Fatalf("behind by 50 for %v: status %+v", time.Since(t0), st)
 	}
 	gl.mu.Unlock()
 	waitSince(t, fdb, 59)
-	eventually(t, "lag to reach zero", func() bool { st := f.Status(); return st.LagEntries == 0 && st.LagSeconds == 0 })
+	eventually(t, "lag to reach zero", func() bool {
+		st := f.Status()
+		return st.LagEntries == 0 && st.LagBytes == 0 && st.LagSeconds == 0
+	})
 }
 
 // stallLog is a log whose replicated appends wait while mu is held.

@@ -171,6 +171,9 @@ type UpstreamStatus struct {
 	Since        int64 // the follower log's since
 	PrimarySince int64 // the primary's since as last reported (-1 unknown)
 	LagEntries   int64 // PrimarySince - Since, when known
+	// LagBytes estimates the frame bytes of those entries from the average
+	// frame size received so far (0 until an entry has been received).
+	LagBytes int64
 	// LagSeconds is how long ago this follower first heard (handshake,
 	// Entries or heartbeat) of the oldest entry the primary holds and it
 	// does not: 0 when caught up. It is measured on the follower's clock.

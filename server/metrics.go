@@ -95,6 +95,7 @@ var (
 	descFRate    = prometheus.NewDesc("flume_follower_entries_per_second", "Recent rate of entries acknowledged by the follower.", fl, nil)
 	descUConn    = prometheus.NewDesc("flume_upstream_connected", "1 if this follower is connected to its primary.", []string{"primary"}, nil)
 	descULag     = prometheus.NewDesc("flume_upstream_lag_entries", "Entries this follower is behind its primary, as last reported.", []string{"primary"}, nil)
+	descULagB    = prometheus.NewDesc("flume_upstream_lag_bytes", "Estimated bytes of the entries this follower is behind (average frame size).", []string{"primary"}, nil)
 	descULagS    = prometheus.NewDesc("flume_upstream_lag_seconds", "Age of the oldest entry the primary holds and this follower does not (0: caught up).", []string{"primary"}, nil)
 	descHS       = prometheus.NewDesc("flume_repl_handshakes_total", "Replication handshakes completed.", nil, nil)
 	descRefusals = prometheus.NewDesc("flume_repl_handshake_refusals_total", "Replication handshakes refused (unrelated or diverged logs, duplicate upstream, version).", nil, nil)
@@ -114,7 +115,7 @@ type stateCollector struct {
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descSince, descEpoch, descRole, descFConn, descFAcked, descFLagE, descFLagB,
-		descFLagS, descFRate, descUConn, descULag, descULagS, descHS, descRefusals, descAuthF, descRecon, descESent, descBSent, descERecv, descBRecv} {
+		descFLagS, descFRate, descUConn, descULag, descULagB, descULagS, descHS, descRefusals, descAuthF, descRecon, descESent, descBSent, descERecv, descBRecv} {
 		ch <- d
 	}
 }
@@ -148,6 +149,7 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	if u := st.upstream; u != nil {
 		gauge(descUConn, b2f(u.Connected), u.Addr)
 		gauge(descULag, float64(u.LagEntries), u.Addr)
+		gauge(descULagB, float64(u.LagBytes), u.Addr)
 		gauge(descULagS, u.LagSeconds, u.Addr)
 	}
 	s := st.stats

@@ -233,7 +233,7 @@ func (s *Server) replState() replState {
 	case s.follower != nil:
 		u := s.follower.Status()
 		rs.upstream = &UpstreamStatus{Addr: u.Primary, State: u.State, Connected: u.Connected, Since: u.Since, AckedSeq: u.Since,
-			PrimarySince: u.PrimarySince, LagEntries: u.LagEntries, LagSeconds: u.LagSeconds, LastError: u.LastError, Reconnects: u.Reconnects,
+			PrimarySince: u.PrimarySince, LagEntries: u.LagEntries, LagBytes: u.LagBytes, LagSeconds: u.LagSeconds, LastError: u.LastError, Reconnects: u.Reconnects,
 			ConnectedAt: u.ConnectedAt}
 		st = s.follower.Stats()
 	}

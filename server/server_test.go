@@ -352,7 +352,7 @@ func TestFollower(t *testing.T) {
 		t.Errorf("flume_fsync_duration_seconds_count = %d after 5 appends under fsync always, want >= 5", fsyncs)
 	}
 	fm := do(t, "GET", f.url+"/metrics", "", "").body
-	for _, name := range []string{`flume_upstream_lag_entries{primary=`, `flume_upstream_lag_seconds{primary=`, `flume_repl_reconnects_total`, `flume_role{role="follower"} 1`} {
+	for _, name := range []string{`flume_upstream_lag_entries{primary=`, `flume_upstream_lag_seconds{primary=`, `flume_upstream_lag_bytes{primary=`, `flume_repl_reconnects_total`, `flume_role{role="follower"} 1`} {
 		if !strings.Contains(fm, name) {
 			t.Errorf("follower metrics lack %q", name)
 		}

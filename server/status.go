@@ -47,6 +47,8 @@ type UpstreamStatus struct {
 	AckedSeq     int64  `json:"acked_seq"` // what this follower has acknowledged as durable: its since
 	PrimarySince int64  `json:"primary_since"`
 	LagEntries   int64  `json:"lag_entries"`
+	// LagBytes estimates the bytes of those entries (average frame size).
+	LagBytes int64 `json:"lag_bytes"`
 	// LagSeconds is the age of the oldest entry the primary holds and this
 	// follower does not, by when the follower heard of it (0: caught up).
 	LagSeconds  float64   `json:"lag_seconds"`

@@ -89,7 +89,9 @@ func runBench(ctx context.Context, f benchFlags, out io.Writer) error {
 	steps := []func() (benchRow, error){
 		// The disk's own cost, for reading the rows that fsync: a sync
 		// append with k=1 pays about two of these in series.
-		func() (benchRow, error) { return benchFsync(ctx, sub(), "disk: write 156 B + fsync (no flume)", min(500, f.syncOps)) },
+		func() (benchRow, error) {
+			return benchFsync(ctx, sub(), "disk: write 156 B + fsync (no flume)", min(500, f.syncOps))
+		},
 		func() (benchRow, error) {
 			return benchAppend(ctx, sub(), fmt.Sprintf("append %dB, 1 writer, fsync never", size), "never", 1, f.entries, size)
 		},

@@ -71,7 +71,7 @@ func printStatus(out io.Writer, st server.Status) {
 			primarySince = strconv.FormatInt(p.PrimarySince, 10)
 		}
 		fmt.Fprintf(tw, "primary since\t%s\n", primarySince)
-		fmt.Fprintf(tw, "lag\t%d entries, %.3fs\n", p.LagEntries, p.LagSeconds)
+		fmt.Fprintf(tw, "lag\t%d entries, %d bytes, %.3fs\n", p.LagEntries, p.LagBytes, p.LagSeconds)
 		fmt.Fprintf(tw, "reconnects\t%d\n", p.Reconnects)
 		if p.LastError != "" {
 			fmt.Fprintf(tw, "last error\t%s\n", p.LastError)
