@@ -3,7 +3,9 @@ package filelog_test
 import (
 	"bytes"
 	"errors"
+	"github.com/flume-go/flume/flumetest"
 	"io"
+	"strings"
 	"testing"
 	"testing/iotest"
 
@@ -51,7 +53,21 @@ func FuzzDecodeFrame(f *testing.F) {
 // segment: open never panics; it fails with an error or yields a log that
 // reads back consistently.
 func FuzzRecover(f *testing.F) {
+	// Five single appends, then a batch of three: recovery must never keep
+	// part of the batch.
 	base, segs := buildLog(f, 5, 30, 1<<20)
+	{
+		l, err := filelog.Open(dir, &filelog.Options{FS: base, Sync: filelog.SyncNever})
+		if err != nil {
+			f.Fatal(err)
+		}
+		if _, err := l.Append(flumetest.Payload(5, 30), flumetest.Payload(6, 30), flumetest.Payload(7, 30)); err != nil {
+			f.Fatal(err)
+		}
+		l.Close()
+		base.Remove(strings.TrimSuffix(segs[0], ".seg") + ".idx")
+		vfs.SyncDir(base, dir)
+	}
 	good := readAll(f, base, segs[0])
 	f.Add(uint16(len(good)), []byte{})
 	f.Add(uint16(len(good)-3), []byte{1, 2, 3})
@@ -76,6 +92,9 @@ func FuzzRecover(f *testing.F) {
 		}
 		if it.Err() != nil || n != l.Since()+1 {
 			t.Fatalf("iter: %d entries, since %d, err %v", n, l.Since(), it.Err())
+		}
+		if s := l.Since(); s >= 5 && s < 7 {
+			t.Fatalf("recovered %d entries: part of the batch of seqs 5..7 survived", s+1)
 		}
 		for i := int64(0); i <= l.Since(); i++ {
 			if _, err := l.Get(i); err != nil {
