@@ -581,3 +581,39 @@ func TestSyncDoesNotStallAppends(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSyncFailureIsStickyNever: under SyncNever, an fsync that fails in Sync
+// (which fsyncs outside the write lock) is returned to that caller and
+// makes the log refuse writes until it is reopened, like a failed fsync of
+// a SyncAlways group.
+func TestSyncFailureIsStickyNever(t *testing.T) {
+	mem := vfs.NewMem()
+	var fail atomic.Bool
+	efs := errorfs.Wrap(mem, errorfs.OnPredicate(func(op errorfs.Op) bool {
+		return fail.Load() && op.Kind == errorfs.OpSync && strings.HasSuffix(op.Path, ".seg")
+	}, nil))
+	l, err := filelog.Open(dir, &filelog.Options{FS: efs, Sync: filelog.SyncNever})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := int64(0); i < 5; i++ {
+		if _, err := l.Append(payload(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fail.Store(true)
+	if err := l.Sync(); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("Sync with a failing fsync: %v", err)
+	}
+	fail.Store(false)
+	if _, err := l.Append(payload(5)); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("append after a failed Sync: %v, want the sticky error", err)
+	}
+	if err := l.Sync(); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("Sync after a failed Sync: %v, want the sticky error (a retried fsync may falsely succeed)", err)
+	}
+	if d, err := l.Get(4); err != nil || string(d) != string(payload(4)) {
+		t.Fatalf("Get after the failed fsync: %q, %v", d, err)
+	}
+}
