@@ -94,28 +94,12 @@ func BenchmarkStreamFilelog(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer db.Close()
-	ctx := context.Background()
 	for _, reverse := range []bool{false, true} {
 		name := "forward"
 		if reverse {
 			name = "reverse"
 		}
-		b.Run(name, func(b *testing.B) {
-			b.SetBytes(100)
-			b.ReportAllocs()
-			n := 0
-			for n < b.N {
-				s := db.Stream(ctx, flume.StreamOptions{Limit: b.N - n, Reverse: reverse})
-				for s.Next() {
-					n++
-				}
-				if err := s.Err(); err != nil {
-					b.Fatal(err)
-				}
-				s.Close()
-			}
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "entries/s")
-		})
+		b.Run(name, func(b *testing.B) { benchStream(b, db, flume.StreamOptions{Reverse: reverse}) })
 	}
 }
 

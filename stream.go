@@ -66,6 +66,7 @@ type Stream struct {
 	// copied into rdata; rwin is the window's length in entries.
 	rbuf  []Entry
 	rdata []byte
+	roffs []int // payload offsets in rdata while a window is read
 	rwin  int64
 }
 
@@ -237,7 +238,7 @@ func (s *Stream) fillReverse() error {
 	it := s.db.log.Iter(from)
 	defer it.Close()
 	s.rbuf, s.rdata = s.rbuf[:0], s.rdata[:0]
-	offs := make([]int, 0, s.next-from+2)
+	offs := s.roffs[:0]
 	for seq := from; seq <= s.next; seq++ {
 		if !it.Next() {
 			if err := it.Err(); err != nil {
@@ -258,6 +259,7 @@ func (s *Stream) fillReverse() error {
 	for i := range s.rbuf {
 		s.rbuf[i].Data = s.rdata[offs[i]:offs[i+1]:offs[i+1]]
 	}
+	s.roffs = offs
 	s.next = from - 1
 	if avg := int64(len(s.rdata)) / int64(len(s.rbuf)); avg > 0 {
 		s.rwin = max(1, min(reverseWindow, reverseWindowBytes/avg))

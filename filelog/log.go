@@ -295,7 +295,8 @@ func (l *Log) AppendEntries(entries []flume.Entry) error {
 }
 
 // commitNow writes (and under SyncAlways fsyncs) b from the calling
-// goroutine. AppendEntries uses it: a follower has one replication stream,
+// goroutine. commit uses it when no flusher runs; AppendEntries always does:
+// a follower has one replication stream,
 // so there is no group to gather, and handing the batch to the flusher and
 // back costs two goroutine wake-ups, which on an idle machine are tens of
 // microseconds each on the synchronous-replication path.
@@ -347,13 +348,7 @@ func (l *Log) commit(b *batch) error {
 		<-b.doneC
 		return b.err
 	}
-	l.wmu.Lock()
-	if !b.done {
-		l.flushLocked()
-	}
-	err := b.err
-	l.wmu.Unlock()
-	return err
+	return l.commitNow(b)
 }
 
 // maxGroupYields bounds how often the flusher yields to let a group grow.

@@ -32,7 +32,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net"
 	"net/http"
@@ -45,6 +44,7 @@ import (
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/repl"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.

@@ -2,15 +2,13 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 
+	"github.com/flume-go/flume/server"
 	"github.com/spf13/cobra"
 )
 
@@ -45,16 +43,13 @@ func (f *clientFlags) client() (*client, error) {
 	}
 	hc := &http.Client{}
 	if f.tlsCA != "" {
-		pem, err := os.ReadFile(f.tlsCA)
+		// The CA that verifies a follower's primary verifies the server.
+		tc, err := server.LoadTLS("", "", f.tlsCA)
 		if err != nil {
 			return nil, fmt.Errorf("--tls-ca: %w", err)
 		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("--tls-ca: no certificates in %s", f.tlsCA)
-		}
 		tr := http.DefaultTransport.(*http.Transport).Clone()
-		tr.TLSClientConfig = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
+		tr.TLSClientConfig = tc
 		hc.Transport = tr
 	}
 	return &client{base: base, secret: string(secret), http: hc}, nil
