@@ -37,6 +37,21 @@
 //	go p.Serve(ln)                                               // primary
 //	f, _ := repl.NewFollower(fdb, "host:7601", &repl.Options{Secret: secret}) // follower
 //
-// Lock order: registry, then Primary.mu, then session.mu; Follower.mu is
+// The files, one concern each:
+//
+//	primary.go    Primary: accepting connections, serving one, the followers it knows
+//	sender.go     sendSession: streaming entries to one follower, its flow-control window, its acks
+//	acks.go       WaitAcked: counting durable acks and waking synchronous appends
+//	lag.go        lag in entries, bytes and seconds on both sides; Followers and Status
+//	follower.go   Follower: the reconnect loop, dialing, states, Ready, Close
+//	receiver.go   recvSession: reading, verifying and appending entries, acking them
+//	handshake.go  both sides' handshake conversations, decide, the auth MAC
+//	conn.go       wire: one connection's buffered reads and writes, deadlines, TLS
+//	protocol.go   message types, encoders and decoders
+//	link.go       Replicate: an in-process primary/follower pair
+//	options.go    Options and their defaults; counters and status types
+//	errors.go     error values, codes and types
+//
+// Lock order: registry, then Primary.mu, then sendSession.mu; Follower.mu is
 // never held while taking another lock.
 package repl

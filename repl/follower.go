@@ -2,7 +2,6 @@ package repl
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/flume-go/flume"
@@ -41,7 +39,7 @@ type Follower struct {
 
 	mu struct {
 		sync.Mutex
-		state        string
+		state        State
 		connected    bool
 		primarySince int64
 		// learned records when each new primarySince was first heard of,
@@ -90,32 +88,7 @@ func NewFollower(db *flume.DB, addr string, opts *Options) (*Follower, error) {
 	return f, nil
 }
 
-// learnedAt is when the follower learned that the primary holds seq.
-type learnedAt struct {
-	seq int64
-	at  time.Time
-}
-
-const maxLearned = 4096
-
-// notePrimarySinceLocked records the primary's since as reported by a
-// handshake, an Entries message or a heartbeat. f.mu is held.
-func (f *Follower) notePrimarySinceLocked(ps int64, now time.Time) {
-	switch {
-	case ps < f.mu.primarySince:
-		// Another primary, or one that restarted with less: start over.
-		f.mu.primarySince, f.mu.learned = ps, append(f.mu.learned[:0], learnedAt{ps, now})
-	case ps > f.mu.primarySince:
-		f.mu.primarySince = ps
-		if n := len(f.mu.learned); n >= maxLearned {
-			f.mu.learned[n-1].seq = ps
-		} else {
-			f.mu.learned = append(f.mu.learned, learnedAt{ps, now})
-		}
-	}
-}
-
-func (f *Follower) setState(state string, connected bool, err error) {
+func (f *Follower) setState(state State, connected bool, err error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.mu.closed {
@@ -140,7 +113,7 @@ func (f *Follower) run() {
 		if attempt > 0 {
 			f.stats.reconnects.Add(1)
 		}
-		streamed, err := f.session()
+		streamed, err := f.connect()
 		if f.ctx.Err() != nil {
 			return
 		}
@@ -187,55 +160,33 @@ func (f *Follower) dial(ctx context.Context) (net.Conn, error) {
 		return nil, fmt.Errorf("repl: dial %s: %w", f.addr, err)
 	}
 	if f.opts.TLS != nil {
-		if _, ok := conn.(*tls.Conn); !ok {
-			cfg := f.opts.TLS
-			if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
-				cfg = cfg.Clone()
-				host, _, herr := net.SplitHostPort(f.addr)
-				if herr != nil {
-					host = f.addr
-				}
-				cfg.ServerName = host
+		cfg := f.opts.TLS
+		if cfg.ServerName == "" && !cfg.InsecureSkipVerify {
+			cfg = cfg.Clone()
+			host, _, herr := net.SplitHostPort(f.addr)
+			if herr != nil {
+				host = f.addr
 			}
-			tc := tls.Client(conn, cfg)
-			hctx, cancel := context.WithTimeout(ctx, f.opts.DeadAfter)
-			err := tc.HandshakeContext(hctx)
-			cancel()
-			if err != nil {
-				conn.Close()
-				if ctx.Err() != nil {
-					return nil, ctx.Err()
-				}
-				f.stats.authFailures.Add(1)
-				f.log.Warn("repl: TLS handshake with the primary failed", "err", err)
-				return nil, fmt.Errorf("%w: TLS handshake with %s: %v", ErrAuth, f.addr, err)
-			}
-			conn = tc
+			cfg.ServerName = host
 		}
+		tc, err := tlsHandshake(ctx, conn, cfg, false, f.opts.DeadAfter)
+		if err != nil {
+			conn.Close()
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			f.stats.authFailures.Add(1)
+			f.log.Warn("repl: TLS handshake with the primary failed", "err", err)
+			return nil, fmt.Errorf("%w: TLS handshake with %s: %v", ErrAuth, f.addr, err)
+		}
+		conn = tc
 	}
 	return conn, nil
 }
 
-// rxBatch is a received Entries message waiting to be appended.
-type rxBatch struct {
-	body    []byte
-	entries []flume.Entry
-}
-
-var rxPool = sync.Pool{New: func() any { return new(rxBatch) }}
-
-func (b *rxBatch) release() {
-	if cap(b.body) > 1<<20 {
-		b.body = nil
-	}
-	clear(b.entries)
-	b.entries = b.entries[:0]
-	rxPool.Put(b)
-}
-
-// session runs one connection. streamed reports whether the handshake
+// connect runs one connection. streamed reports whether the handshake
 // succeeded (the backoff then starts over).
-func (f *Follower) session() (streamed bool, err error) {
+func (f *Follower) connect() (streamed bool, err error) {
 	f.setState(StateConnecting, false, nil)
 	conn, err := f.dial(f.ctx)
 	if err != nil {
@@ -280,7 +231,7 @@ func (f *Follower) session() (streamed bool, err error) {
 	f.setState(state, true, nil)
 	f.log.Info("repl: connected to primary", "from", d.From, "primary_since", remote.Since)
 
-	s := &fsession{f: f, w: w, ctx: ctx, cancel: cancel, appendCh: make(chan *rxBatch, 8),
+	s := &recvSession{f: f, w: w, ctx: ctx, cancel: cancel, appendCh: make(chan *rxBatch, 8),
 		syncOnAppend: flume.SyncsOnAppend(f.db.Log()), syncCh: make(chan struct{}, 1)}
 	s.durable.Store(d.From - 1)
 	s.received.Store(d.From - 1)
@@ -316,397 +267,6 @@ func (f *Follower) session() (streamed bool, err error) {
 	return true, err
 }
 
-// handshake authenticates the primary, proves the secret and exchanges
-// Hellos.
-func (f *Follower) handshake(w *wire) (Hello, Decision, error) {
-	w.c.SetDeadline(time.Now().Add(f.opts.DeadAfter))
-	defer w.clearDeadlines()
-	hasSecret := len(f.opts.Secret) > 0
-	nonce := randomNonce()
-	w.out = appendPreamble(w.out[:0], Version)
-	w.out = appendAuthInit(w.out, authInit{HasSecret: hasSecret, Nonce: nonce})
-	if err := w.flush(); err != nil {
-		return Hello{}, Decision{}, err
-	}
-	ver, err := w.mr.readPreamble()
-	if err != nil {
-		return Hello{}, Decision{}, err
-	}
-	if ver != Version {
-		f.stats.refusals.Add(1)
-		return Hello{}, Decision{}, fmt.Errorf("%w: primary speaks protocol version %d, this follower %d", ErrVersion, ver, Version)
-	}
-	t, body, err := w.read(nil)
-	if err != nil {
-		return Hello{}, Decision{}, err
-	}
-	if t == MsgError {
-		return Hello{}, Decision{}, f.handshakeError(body)
-	}
-	if t != MsgAuthChallenge {
-		return Hello{}, Decision{}, protoErr("expected AuthChallenge, got %s", t)
-	}
-	ch, err := decodeAuthChallenge(body)
-	if err != nil {
-		return Hello{}, Decision{}, err
-	}
-	var proof authProof
-	if hasSecret {
-		var why string
-		if !ch.HasSecret {
-			why = "the primary has no shared secret configured; refusing to follow an unauthenticated primary"
-		} else if want := authMAC(f.opts.Secret, RolePrimary, nonce, ch.Nonce); !hmac.Equal(want[:], ch.Proof[:]) {
-			why = "the primary's proof does not match this follower's secret"
-		}
-		if why != "" {
-			f.stats.authFailures.Add(1)
-			f.log.Warn("repl: primary failed authentication", "why", why)
-			w.sendError(errorMsg{Code: CodeAuth, Message: why})
-			return Hello{}, Decision{}, fmt.Errorf("%w: %s", ErrAuth, why)
-		}
-		proof.Proof = authMAC(f.opts.Secret, RoleFollower, nonce, ch.Nonce)
-	}
-	l := f.db.Log()
-	if !flume.SyncsOnAppend(l) {
-		// The primary takes the since in our Hello as durable here (it
-		// may answer synchronous appends with it), so make it so.
-		if err := l.Sync(); err != nil {
-			return Hello{}, Decision{}, fmt.Errorf("repl: fsync before handshake: %w", err)
-		}
-	}
-	since, hash := l.Head()
-	local := Hello{Version: Version, Role: RoleFollower, NodeID: f.opts.NodeID, LogID: l.ID(), Epoch: l.Epoch(), Since: since, Hash: hash}
-	w.out = appendAuthProof(w.out, proof)
-	w.out = appendHello(w.out, local)
-	if err := w.flush(); err != nil {
-		return Hello{}, Decision{}, err
-	}
-	w.mr.max = maxMessage
-	t, body, err = w.read(body)
-	if err != nil {
-		return Hello{}, Decision{}, err
-	}
-	if t == MsgError {
-		return Hello{}, Decision{}, f.handshakeError(body)
-	}
-	if t != MsgHello {
-		return Hello{}, Decision{}, protoErr("expected Hello, got %s", t)
-	}
-	remote, err := decodeHello(body)
-	if err != nil {
-		return Hello{}, Decision{}, err
-	}
-	t, body, err = w.read(body)
-	if err != nil {
-		return Hello{}, Decision{}, err
-	}
-	if t == MsgError {
-		return Hello{}, Decision{}, f.handshakeError(body)
-	}
-	if t != MsgAccept {
-		return Hello{}, Decision{}, protoErr("expected Accept, got %s", t)
-	}
-	acc, err := decodeAccept(body)
-	if err != nil {
-		return Hello{}, Decision{}, err
-	}
-	remote.Version = Version
-	d, err := decide(local, remote)
-	if err != nil {
-		f.stats.refusals.Add(1)
-		w.sendError(errorMsg{Code: codeOf(err), Sender: local.Position(), Receiver: remote.Position(), Message: err.Error()})
-		return Hello{}, Decision{}, err
-	}
-	if acc.From != d.From {
-		return Hello{}, Decision{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("primary would stream from seq %d but this log ends at %d (expected %d)", acc.From, since, d.From)}
-	}
-	return remote, d, nil
-}
-
-func (f *Follower) handshakeError(body []byte) error {
-	m, err := decodeError(body)
-	if err != nil {
-		return err
-	}
-	err = peerError(m)
-	switch {
-	case errors.Is(err, ErrAuth):
-		f.stats.authFailures.Add(1)
-		f.log.Warn("repl: primary rejected authentication", "err", err)
-	case permanent(err):
-		f.stats.refusals.Add(1)
-	}
-	return err
-}
-
-// fsession is one streaming connection of a Follower.
-type fsession struct {
-	f        *Follower
-	w        *wire
-	ctx      context.Context
-	cancel   context.CancelFunc
-	appendCh chan *rxBatch
-
-	durable  atomic.Int64
-	received atomic.Int64
-	// Logs that do not fsync on append (filelog interval/never): the
-	// appender records what it wrote in written and pokes syncCh; syncLoop
-	// fsyncs and only then advances durable, so a durable ack always means
-	// fsynced on this follower (architecture.md §5, §6.5).
-	syncOnAppend bool
-	written      atomic.Int64
-	syncCh       chan struct{}
-	mu           sync.Mutex
-	firstErr     error
-
-	wmu          sync.Mutex // serialises writes: acks (appender) and heartbeats (writer)
-	lastD, lastR int64      // last acked positions
-	lastSend     time.Time
-}
-
-func (s *fsession) fail(err error) {
-	s.mu.Lock()
-	if s.firstErr == nil {
-		s.firstErr = err
-	}
-	s.mu.Unlock()
-	s.cancel()
-}
-
-func (s *fsession) err() error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.firstErr
-}
-
-// readLoop reads Entries and heartbeats, verifies framing, CRC and seqs,
-// and hands batches to the appender.
-func (s *fsession) readLoop(next int64) {
-	f := s.f
-	defer close(s.appendCh)
-	for {
-		b := rxPool.Get().(*rxBatch)
-		t, body, err := s.w.read(b.body)
-		b.body = body
-		if err != nil {
-			b.release()
-			if s.ctx.Err() == nil {
-				s.fail(err)
-			}
-			return
-		}
-		switch t {
-		case MsgEntries:
-			m, err := decodeBatch(body)
-			if err == nil && m.First != next {
-				err = &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("Entries message starts at seq %d, expected %d", m.First, next)}
-			}
-			if err == nil {
-				b.entries, err = decodeFrames(b.entries, m)
-			}
-			if err != nil {
-				b.release()
-				s.fail(err)
-				return
-			}
-			next = m.First + int64(m.Count)
-			f.stats.entriesReceived.Add(int64(m.Count))
-			f.stats.bytesReceived.Add(int64(len(m.Frames)))
-			f.mu.Lock()
-			f.notePrimarySinceLocked(max(f.mu.primarySince, m.PrimarySince), time.Now())
-			f.mu.Unlock()
-			// Received progress rides on the next durable ack or
-			// heartbeat; one ack per append keeps the primary's window
-			// moving without doubling the ack traffic.
-			s.received.Store(next - 1)
-			select {
-			case s.appendCh <- b:
-			case <-s.ctx.Done():
-				b.release()
-				return
-			}
-		case MsgHeartbeat:
-			m, err := decodeHeartbeat(body)
-			b.release()
-			if err != nil {
-				s.fail(err)
-				return
-			}
-			if m.Through != next-1 {
-				// The stream is in order, so everything sent before this
-				// heartbeat has arrived: a gap means bytes were lost
-				// between the two processes (a middlebox, not TCP).
-				// Reconnecting resumes exactly from what is held.
-				s.fail(&ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf(
-					"the primary has sent entries through seq %d but this connection delivered through %d: a message was lost in transit", m.Through, next-1)})
-				return
-			}
-			f.mu.Lock()
-			f.notePrimarySinceLocked(max(f.mu.primarySince, m.Since), time.Now())
-			f.mu.Unlock()
-		case MsgError:
-			m, err := decodeError(body)
-			b.release()
-			if err == nil {
-				err = peerError(m)
-			}
-			s.fail(err)
-			return
-		default:
-			b.release()
-			s.fail(protoErr("unexpected %s message from the primary", t))
-			return
-		}
-	}
-}
-
-// appendLoop appends received batches, merging those queued into one
-// AppendReplicated call (one fsync for many batches).
-func (s *fsession) appendLoop() {
-	f := s.f
-	var merged []flume.Entry
-	var held []*rxBatch
-	for {
-		// Batches already verified are appended even when the reader
-		// has failed since: the channel is closed after the last one.
-		b, ok := <-s.appendCh
-		if !ok {
-			return
-		}
-		held = append(held[:0], b)
-		merged = append(merged[:0], b.entries...)
-	drain:
-		for len(merged) < 64<<10 {
-			select {
-			case b, ok := <-s.appendCh:
-				if !ok {
-					break drain
-				}
-				held = append(held, b)
-				merged = append(merged, b.entries...)
-			default:
-				break drain
-			}
-		}
-		err := f.db.AppendReplicated(merged)
-		last := merged[len(merged)-1].Seq
-		if err != nil && len(held) > 1 {
-			// Keep the good prefix: retry batch by batch.
-			last = -2
-			for _, b := range held {
-				if err = f.db.AppendReplicated(b.entries); err != nil {
-					break
-				}
-				last = b.entries[len(b.entries)-1].Seq
-			}
-			if last > -2 {
-				s.appended(last)
-			}
-		}
-		clear(merged)
-		for _, b := range held {
-			b.release()
-		}
-		clear(held)
-		if err != nil {
-			if errors.Is(err, flume.ErrDiverged) || errors.Is(err, flume.ErrOutOfOrder) {
-				err = &ProtocolError{Code: CodeCorrupt, Reason: "received entries do not continue this log", Err: err}
-			}
-			s.fail(err)
-			return
-		}
-		if err := s.appended(last); err != nil {
-			s.fail(err)
-			return
-		}
-		f.mu.Lock()
-		caughtUp := last >= f.mu.primarySince && f.mu.state == StateCatchingUp
-		f.mu.Unlock()
-		if caughtUp {
-			f.setState(StateStreaming, true, nil)
-		}
-	}
-}
-
-// appended records that entries up to last are in the log. Under a log
-// that syncs on append they are durable now; otherwise syncLoop makes them
-// durable before they are acknowledged as such.
-func (s *fsession) appended(last int64) error {
-	if s.syncOnAppend {
-		s.durable.Store(last)
-		return s.sendProgress(false)
-	}
-	s.written.Store(last)
-	select {
-	case s.syncCh <- struct{}{}:
-	default: // a sync is already due; it will cover last
-	}
-	return s.sendProgress(false) // received progress moves the window now
-}
-
-// syncLoop fsyncs the log after appends (coalescing: one fsync covers every
-// append made before it started) and then acknowledges them as durable. It
-// runs only for logs that do not sync on append, and ends with the session.
-func (s *fsession) syncLoop() {
-	for {
-		select {
-		case <-s.syncCh:
-		case <-s.ctx.Done():
-			return
-		}
-		w := s.written.Load()
-		if err := s.f.db.Log().Sync(); err != nil {
-			s.fail(fmt.Errorf("repl: fsync before acknowledging seq %d: %w", w, err))
-			return
-		}
-		if w > s.durable.Load() {
-			s.durable.Store(w)
-			if err := s.sendProgress(false); err != nil {
-				s.fail(err)
-				return
-			}
-		}
-	}
-}
-
-// sendProgress sends an Ack if durable or received moved since the last
-// one, else (on a heartbeat tick, when quiet) a Heartbeat. The appender
-// calls it right after each append, so an ack costs no goroutine handoff.
-func (s *fsession) sendProgress(tick bool) error {
-	s.wmu.Lock()
-	defer s.wmu.Unlock()
-	d, r := s.durable.Load(), s.received.Load()
-	now := time.Now()
-	switch {
-	case d != s.lastD || r != s.lastR:
-		s.w.out = appendAck(s.w.out, ack{Durable: d, Received: max(r, d)})
-		s.lastD, s.lastR = d, r
-	case tick && now.Sub(s.lastSend) >= s.f.opts.Heartbeat/2:
-		s.w.out = appendHeartbeat(s.w.out, heartbeat{Since: d, UnixNano: now.UnixNano(), Through: max(r, d)})
-	default:
-		return nil
-	}
-	s.lastSend = now
-	return s.w.flush()
-}
-
-// writeLoop sends heartbeats (and any ack not yet sent) until the session
-// ends.
-func (s *fsession) writeLoop() error {
-	hb := time.NewTicker(s.f.opts.Heartbeat)
-	defer hb.Stop()
-	for {
-		select {
-		case <-hb.C:
-			if err := s.sendProgress(true); err != nil {
-				return err
-			}
-		case <-s.ctx.Done():
-			return nil
-		}
-	}
-}
-
 // Ready blocks until the follower has completed a handshake (it is
 // catching up or streaming) and returns nil; or returns the error of the
 // latest attempt if it was refused or failed authentication
@@ -731,37 +291,6 @@ func (f *Follower) Ready(ctx context.Context) error {
 			return ctx.Err()
 		}
 	}
-}
-
-// Status returns the follower's view of its upstream.
-func (f *Follower) Status() UpstreamStatus {
-	since := f.db.Since()
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	st := UpstreamStatus{
-		Primary: f.addr, State: f.mu.state, Connected: f.mu.connected, Since: since,
-		PrimarySince: f.mu.primarySince, Reconnects: f.stats.reconnects.Load(), ConnectedAt: f.mu.connectedAt,
-	}
-	if f.mu.primarySince >= 0 {
-		st.LagEntries = max(0, f.mu.primarySince-since)
-	}
-	if n := f.stats.entriesReceived.Load(); n > 0 && st.LagEntries > 0 {
-		st.LagBytes = st.LagEntries * (f.stats.bytesReceived.Load() / n)
-	}
-	// Drop what this follower now holds; the first point left is the
-	// oldest news of an entry it does not hold.
-	i := 0
-	for i < len(f.mu.learned) && f.mu.learned[i].seq <= since {
-		i++
-	}
-	f.mu.learned = f.mu.learned[i:]
-	if len(f.mu.learned) > 0 {
-		st.LagSeconds = time.Since(f.mu.learned[0].at).Seconds()
-	}
-	if f.mu.lastErr != nil {
-		st.LastError = f.mu.lastErr.Error()
-	}
-	return st
 }
 
 // Stats returns the follower's counters.
@@ -795,3 +324,17 @@ func (f *Follower) Close() error {
 	registry.Unlock()
 	return nil
 }
+
+// State is where a Follower stands with its upstream. Its string form is
+// what /status and `flume status` show.
+type State string
+
+// Follower states.
+const (
+	StateConnecting State = "connecting"  // dialing, or waiting to redial
+	StateHandshake  State = "handshake"   // authenticating and exchanging Hellos
+	StateCatchingUp State = "catching-up" // streaming, behind the primary's since at the handshake
+	StateStreaming  State = "streaming"   // caught up, following live
+	StateRefused    State = "refused"     // the last handshake was refused or failed auth; retrying
+	StateClosed     State = "closed"      // Close was called
+)

@@ -2,8 +2,13 @@ package repl
 
 import (
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
+	"errors"
 	"fmt"
+	"time"
+
+	"github.com/flume-go/flume"
 )
 
 // Decision is the outcome of a handshake, the same on both sides.
@@ -95,4 +100,258 @@ func authMAC(secret []byte, role Role, followerNonce, primaryNonce [nonceSize]by
 	var out [macSize]byte
 	m.Sum(out[:0])
 	return out
+}
+
+// handshake authenticates the follower and runs the Hello exchange.
+func (p *Primary) handshake(w *wire, addr string) (Hello, Decision, error) {
+	w.c.SetDeadline(time.Now().Add(p.opts.DeadAfter))
+	defer w.clearDeadlines()
+	ver, err := w.mr.readPreamble()
+	if err != nil {
+		return Hello{}, Decision{}, err
+	}
+	w.out = appendPreamble(w.out[:0], Version)
+	if ver != Version {
+		msg := fmt.Sprintf("primary speaks protocol version %d, follower %d", Version, ver)
+		w.out = appendError(w.out, errorMsg{Code: CodeVersion, Message: msg})
+		w.flush()
+		p.log.Warn("repl: follower speaks another protocol version", "remote", addr, "version", ver)
+		return Hello{}, Decision{}, fmt.Errorf("%w: %s", ErrVersion, msg)
+	}
+
+	// Authentication, before anything about the log is said.
+	body, fromPeer, err := w.expect(nil, MsgAuthInit)
+	switch {
+	case fromPeer:
+		return Hello{}, Decision{}, p.authFail(w, addr, protoErr("expected %s, got %s", MsgAuthInit, MsgError))
+	case errors.Is(err, errUnexpected):
+		return Hello{}, Decision{}, p.authFail(w, addr, err)
+	case err != nil:
+		return Hello{}, Decision{}, err
+	}
+	init, err := decodeAuthInit(body)
+	if err != nil {
+		return Hello{}, Decision{}, p.authFail(w, addr, err)
+	}
+	hasSecret := len(p.opts.Secret) > 0
+	if init.HasSecret != hasSecret {
+		msg := "the primary requires a shared secret and the follower has none"
+		if !hasSecret {
+			msg = "the follower has a shared secret but the primary has none configured"
+		}
+		return Hello{}, Decision{}, p.authFail(w, addr, fmt.Errorf("%w: %s", ErrAuth, msg))
+	}
+	ch := authChallenge{HasSecret: hasSecret, Nonce: randomNonce()}
+	if hasSecret {
+		ch.Proof = authMAC(p.opts.Secret, RolePrimary, init.Nonce, ch.Nonce)
+	}
+	w.out = appendAuthChallenge(w.out, ch)
+	if err := w.flush(); err != nil {
+		return Hello{}, Decision{}, err
+	}
+	body, fromPeer, err = w.expect(body, MsgAuthProof)
+	switch {
+	case fromPeer:
+		if errors.Is(err, ErrAuth) {
+			p.log.Warn("repl: authentication failed: the follower rejected the primary's proof", "remote", addr, "err", err)
+			p.stats.authFailures.Add(1)
+		}
+		return Hello{}, Decision{}, err
+	case errors.Is(err, errUnexpected):
+		return Hello{}, Decision{}, p.authFail(w, addr, err)
+	case err != nil:
+		return Hello{}, Decision{}, err
+	}
+	proof, err := decodeAuthProof(body)
+	if err != nil {
+		return Hello{}, Decision{}, p.authFail(w, addr, err)
+	}
+	if hasSecret {
+		want := authMAC(p.opts.Secret, RoleFollower, init.Nonce, ch.Nonce)
+		if !hmac.Equal(proof.Proof[:], want[:]) {
+			return Hello{}, Decision{}, p.authFail(w, addr, fmt.Errorf("%w: the follower's proof does not match the primary's secret", ErrAuth))
+		}
+	}
+	w.mr.max = maxMessage
+
+	// Hello exchange.
+	body, _, err = w.expect(body, MsgHello)
+	if errors.Is(err, errUnexpected) {
+		w.sendError(errorMsg{Code: CodeProtocol, Message: err.Error()})
+	}
+	if err != nil {
+		return Hello{}, Decision{}, err
+	}
+	remote, err := decodeHello(body)
+	if err != nil {
+		w.sendError(errorMsg{Code: codeOf(err), Message: err.Error()})
+		return Hello{}, Decision{}, err
+	}
+	local, err := p.localHello(remote.Since)
+	if err != nil {
+		w.sendError(errorMsg{Code: CodeInternal, Message: "primary cannot read its log"})
+		return Hello{}, Decision{}, err
+	}
+	local.Version = Version // decide compares versions; the preamble already matched
+	remote.Version = Version
+	d, err := decide(local, remote)
+	w.out = appendHello(w.out, local)
+	if err != nil {
+		p.stats.refusals.Add(1)
+		p.log.Warn("repl: follower refused", "follower", remote.NodeID, "remote", addr, "err", err)
+		w.out = appendError(w.out, errorMsg{Code: codeOf(err), Sender: local.Position(), Receiver: remote.Position(), Message: err.Error()})
+		w.flush()
+		return Hello{}, Decision{}, err
+	}
+	w.out = appendAccept(w.out, accept{From: d.From})
+	if err := w.flush(); err != nil {
+		return Hello{}, Decision{}, err
+	}
+	return remote, d, nil
+}
+
+func (p *Primary) authFail(w *wire, addr string, err error) error {
+	p.log.Warn("repl: follower failed authentication", "remote", addr, "err", err)
+	p.stats.authFailures.Add(1)
+	msg := "authentication failed"
+	if errors.Is(err, ErrAuth) {
+		msg = err.Error()
+	}
+	w.out = appendError(w.out, errorMsg{Code: CodeAuth, Message: msg})
+	w.flush()
+	if !errors.Is(err, ErrAuth) {
+		err = fmt.Errorf("%w: %v", ErrAuth, err)
+	}
+	return err
+}
+
+// localHello is the primary's Hello with the anchor hash at the follower's
+// since filled in.
+func (p *Primary) localHello(remoteSince int64) (Hello, error) {
+	l := p.db.Log()
+	since, hash := l.Head()
+	h := Hello{Version: Version, Role: RolePrimary, NodeID: p.opts.NodeID, LogID: l.ID(), Epoch: l.Epoch(), Since: since, Hash: hash}
+	switch {
+	case remoteSince == since:
+		h.Anchor = &Position{LogID: h.LogID, Since: since, Hash: hash}
+	case remoteSince >= 0 && remoteSince < since:
+		e, err := l.Entry(remoteSince)
+		if err != nil {
+			return h, fmt.Errorf("repl: reading entry %d for the handshake: %w", remoteSince, err)
+		}
+		h.Anchor = &Position{LogID: h.LogID, Epoch: e.Epoch, Since: remoteSince, Hash: e.Hash}
+	}
+	return h, nil
+}
+
+// handshake authenticates the primary, proves the secret and exchanges
+// Hellos.
+func (f *Follower) handshake(w *wire) (Hello, Decision, error) {
+	w.c.SetDeadline(time.Now().Add(f.opts.DeadAfter))
+	defer w.clearDeadlines()
+	hasSecret := len(f.opts.Secret) > 0
+	nonce := randomNonce()
+	w.out = appendPreamble(w.out[:0], Version)
+	w.out = appendAuthInit(w.out, authInit{HasSecret: hasSecret, Nonce: nonce})
+	if err := w.flush(); err != nil {
+		return Hello{}, Decision{}, err
+	}
+	ver, err := w.mr.readPreamble()
+	if err != nil {
+		return Hello{}, Decision{}, err
+	}
+	if ver != Version {
+		f.stats.refusals.Add(1)
+		return Hello{}, Decision{}, fmt.Errorf("%w: primary speaks protocol version %d, this follower %d", ErrVersion, ver, Version)
+	}
+	body, err := f.expect(w, nil, MsgAuthChallenge)
+	if err != nil {
+		return Hello{}, Decision{}, err
+	}
+	ch, err := decodeAuthChallenge(body)
+	if err != nil {
+		return Hello{}, Decision{}, err
+	}
+	var proof authProof
+	if hasSecret {
+		var why string
+		if !ch.HasSecret {
+			why = "the primary has no shared secret configured; refusing to follow an unauthenticated primary"
+		} else if want := authMAC(f.opts.Secret, RolePrimary, nonce, ch.Nonce); !hmac.Equal(want[:], ch.Proof[:]) {
+			why = "the primary's proof does not match this follower's secret"
+		}
+		if why != "" {
+			f.stats.authFailures.Add(1)
+			f.log.Warn("repl: primary failed authentication", "why", why)
+			w.sendError(errorMsg{Code: CodeAuth, Message: why})
+			return Hello{}, Decision{}, fmt.Errorf("%w: %s", ErrAuth, why)
+		}
+		proof.Proof = authMAC(f.opts.Secret, RoleFollower, nonce, ch.Nonce)
+	}
+	l := f.db.Log()
+	if !flume.SyncsOnAppend(l) {
+		// The primary takes the since in our Hello as durable here (it
+		// may answer synchronous appends with it), so make it so.
+		if err := l.Sync(); err != nil {
+			return Hello{}, Decision{}, fmt.Errorf("repl: fsync before handshake: %w", err)
+		}
+	}
+	since, hash := l.Head()
+	local := Hello{Version: Version, Role: RoleFollower, NodeID: f.opts.NodeID, LogID: l.ID(), Epoch: l.Epoch(), Since: since, Hash: hash}
+	w.out = appendAuthProof(w.out, proof)
+	w.out = appendHello(w.out, local)
+	if err := w.flush(); err != nil {
+		return Hello{}, Decision{}, err
+	}
+	w.mr.max = maxMessage
+	body, err = f.expect(w, body, MsgHello)
+	if err != nil {
+		return Hello{}, Decision{}, err
+	}
+	remote, err := decodeHello(body)
+	if err != nil {
+		return Hello{}, Decision{}, err
+	}
+	body, err = f.expect(w, body, MsgAccept)
+	if err != nil {
+		return Hello{}, Decision{}, err
+	}
+	acc, err := decodeAccept(body)
+	if err != nil {
+		return Hello{}, Decision{}, err
+	}
+	remote.Version = Version
+	d, err := decide(local, remote)
+	if err != nil {
+		f.stats.refusals.Add(1)
+		w.sendError(errorMsg{Code: codeOf(err), Sender: local.Position(), Receiver: remote.Position(), Message: err.Error()})
+		return Hello{}, Decision{}, err
+	}
+	if acc.From != d.From {
+		return Hello{}, Decision{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("primary would stream from seq %d but this log ends at %d (expected %d)", acc.From, since, d.From)}
+	}
+	return remote, d, nil
+}
+
+// expect reads the primary's next handshake message (w.expect) and counts
+// a peer's refusal or authentication failure in the follower's stats.
+func (f *Follower) expect(w *wire, buf []byte, want MsgType) ([]byte, error) {
+	body, fromPeer, err := w.expect(buf, want)
+	if !fromPeer {
+		return body, err
+	}
+	switch {
+	case errors.Is(err, ErrAuth):
+		f.stats.authFailures.Add(1)
+		f.log.Warn("repl: primary rejected authentication", "err", err)
+	case permanent(err):
+		f.stats.refusals.Add(1)
+	}
+	return body, err
+}
+
+func randomNonce() [nonceSize]byte {
+	var n [nonceSize]byte
+	rand.Read(n[:])
+	return n
 }

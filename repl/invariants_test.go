@@ -14,7 +14,6 @@ import (
 	"crypto/x509/pkix"
 	"errors"
 	"fmt"
-	"github.com/flume-go/flume/memlog"
 	"io"
 	"log/slog"
 	"math/big"
@@ -26,6 +25,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/flume-go/flume/memlog"
 
 	"github.com/flume-go/flume"
 )

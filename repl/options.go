@@ -5,8 +5,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
-	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -166,7 +164,7 @@ type UpstreamStatus struct {
 	// State is one of connecting, handshake, catching-up, streaming,
 	// refused (the last handshake was refused or failed authentication;
 	// retrying) and closed.
-	State        string
+	State        State
 	Connected    bool
 	Since        int64 // the follower log's since
 	PrimarySince int64 // the primary's since as last reported (-1 unknown)
@@ -183,16 +181,6 @@ type UpstreamStatus struct {
 	ConnectedAt time.Time
 }
 
-// Follower states.
-const (
-	StateConnecting = "connecting"
-	StateHandshake  = "handshake"
-	StateCatchingUp = "catching-up"
-	StateStreaming  = "streaming"
-	StateRefused    = "refused"
-	StateClosed     = "closed"
-)
-
 // registry enforces one upstream per follower DB and one Primary per DB.
 var registry struct {
 	sync.Mutex
@@ -203,106 +191,4 @@ var registry struct {
 func init() {
 	registry.followers = make(map[*flume.DB]*Follower)
 	registry.primaries = make(map[*flume.DB]*Primary)
-}
-
-// wire is one replication connection with its read and write buffers.
-type wire struct {
-	c         net.Conn
-	mr        *msgReader
-	out       []byte
-	deadAfter time.Duration
-
-	dl struct {
-		sync.Mutex
-		stopped bool      // reads were stopped; never extend the deadline again
-		set     time.Time // when the read deadline was last set
-	}
-}
-
-func newWire(c net.Conn, deadAfter time.Duration) *wire {
-	return &wire{c: c, mr: newMsgReader(c, 64<<10), deadAfter: deadAfter}
-}
-
-// flush writes the buffered messages.
-func (w *wire) flush() error {
-	if len(w.out) == 0 {
-		return nil
-	}
-	w.dl.Lock()
-	if !w.dl.stopped { // after stopReads, writes fail at once
-		w.c.SetWriteDeadline(time.Now().Add(w.deadAfter))
-	}
-	w.dl.Unlock()
-	_, err := w.c.Write(w.out)
-	w.out = w.out[:0]
-	if err != nil {
-		return fmt.Errorf("repl: write: %w", err)
-	}
-	return nil
-}
-
-// refreshRead pushes the read deadline to now+deadAfter, at most every
-// deadAfter/8 (so a dead peer is noticed within deadAfter).
-func (w *wire) refreshRead() {
-	now := time.Now()
-	w.dl.Lock()
-	defer w.dl.Unlock()
-	if w.dl.stopped || now.Sub(w.dl.set) < w.deadAfter/8 {
-		return
-	}
-	w.dl.set = now
-	w.c.SetReadDeadline(now.Add(w.deadAfter))
-}
-
-// clearDeadlines removes the handshake's deadlines; the next read sets a
-// fresh read deadline.
-func (w *wire) clearDeadlines() {
-	w.dl.Lock()
-	defer w.dl.Unlock()
-	if !w.dl.stopped {
-		w.c.SetDeadline(time.Time{})
-		w.dl.set = time.Time{}
-	}
-}
-
-// stopReads makes pending and future reads and writes fail at once (a
-// writer blocked on a peer that does not read is released too). Only
-// sendError writes after it.
-func (w *wire) stopReads() {
-	w.dl.Lock()
-	defer w.dl.Unlock()
-	w.dl.stopped = true
-	w.c.SetDeadline(time.Unix(1, 0))
-}
-
-// read reads one message into buf (reused when large enough).
-func (w *wire) read(buf []byte) (MsgType, []byte, error) {
-	w.refreshRead()
-	t, body, err := w.mr.next(buf)
-	if err != nil {
-		var ne net.Error
-		if errors.As(err, &ne) && ne.Timeout() {
-			w.dl.Lock()
-			stopped := w.dl.stopped
-			w.dl.Unlock()
-			if !stopped {
-				return 0, body, fmt.Errorf("repl: peer silent for %v, considered dead: %w", w.deadAfter, err)
-			}
-		}
-	}
-	return t, body, err
-}
-
-// sendError sends an Error message best-effort, with a short deadline.
-func (w *wire) sendError(m errorMsg) {
-	w.out = appendError(w.out[:0], m)
-	w.c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-	w.c.Write(w.out)
-	w.out = w.out[:0]
-}
-
-func randomNonce() [nonceSize]byte {
-	var n [nonceSize]byte
-	rand.Read(n[:])
-	return n
 }

@@ -1,12 +1,9 @@
 package repl
 
 import (
-	"bufio"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 
 	"github.com/flume-go/flume"
 )
@@ -611,60 +608,3 @@ func decodeMessage(t MsgType, body []byte) (any, error) {
 }
 
 // ---- reading from a stream ----
-
-// msgReader reads messages from a buffered stream.
-type msgReader struct {
-	br  *bufio.Reader
-	max int // current bound on a message's length
-	hdr [5]byte
-}
-
-func newMsgReader(r io.Reader, size int) *msgReader {
-	return &msgReader{br: bufio.NewReaderSize(r, size), max: maxPreAuthMessage}
-}
-
-// readPreamble reads and checks the peer's preamble.
-func (mr *msgReader) readPreamble() (uint16, error) {
-	var b [preambleSize]byte
-	if _, err := io.ReadFull(mr.br, b[:]); err != nil {
-		return 0, readErr("preamble", err)
-	}
-	return decodePreamble(b[:])
-}
-
-// next reads one message. buf is reused for the body when large enough;
-// the returned body aliases it.
-func (mr *msgReader) next(buf []byte) (MsgType, []byte, error) {
-	if _, err := io.ReadFull(mr.br, mr.hdr[:]); err != nil {
-		return 0, buf, readErr("message header", err)
-	}
-	n := binary.LittleEndian.Uint32(mr.hdr[:4])
-	t := MsgType(mr.hdr[4])
-	if n < 1 {
-		return 0, buf, protoErr("message length 0")
-	}
-	if int64(n) > int64(mr.max) {
-		return 0, buf, protoErr("%s message of %d bytes exceeds the limit of %d", t, n, mr.max)
-	}
-	body := int(n) - 1
-	if cap(buf) < body {
-		buf = make([]byte, body)
-	}
-	buf = buf[:body]
-	if _, err := io.ReadFull(mr.br, buf); err != nil {
-		return 0, buf, readErr(t.String()+" message", err)
-	}
-	return t, buf, nil
-}
-
-// readErr turns a read failure into a protocol error when the stream was
-// cut inside a message, and keeps network errors as they are.
-func readErr(what string, err error) error {
-	if errors.Is(err, io.ErrUnexpectedEOF) {
-		return &ProtocolError{Code: CodeProtocol, Reason: what + " cut short (truncated)", Err: io.ErrUnexpectedEOF}
-	}
-	if errors.Is(err, io.EOF) {
-		return fmt.Errorf("repl: connection closed by peer while reading %s: %w", what, err)
-	}
-	return fmt.Errorf("repl: reading %s: %w", what, err)
-}

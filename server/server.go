@@ -232,7 +232,7 @@ func (s *Server) replState() replState {
 		st = s.primary.Stats()
 	case s.follower != nil:
 		u := s.follower.Status()
-		rs.upstream = &UpstreamStatus{Addr: u.Primary, State: u.State, Connected: u.Connected, Since: u.Since, AckedSeq: u.Since,
+		rs.upstream = &UpstreamStatus{Addr: u.Primary, State: string(u.State), Connected: u.Connected, Since: u.Since, AckedSeq: u.Since,
 			PrimarySince: u.PrimarySince, LagEntries: u.LagEntries, LagBytes: u.LagBytes, LagSeconds: u.LagSeconds, LastError: u.LastError, Reconnects: u.Reconnects,
 			ConnectedAt: u.ConnectedAt}
 		st = s.follower.Stats()
