@@ -88,7 +88,8 @@ type DB struct {
 		waiters    waitQueue // WaitSince callers, by target
 		closed     bool
 		primary    string // address of the primary when follower is set (may be empty)
-		follower   bool
+		follower   bool   // client appends are refused (NotPrimaryError)
+		upstream   bool   // an upstream is claimed (ClaimUpstream)
 		replicator Replicator
 		views      map[string]*viewRunner
 	}
@@ -349,18 +350,90 @@ func (db *DB) AppendWith(ctx context.Context, o AppendOptions, values ...[]byte)
 	return first, last, &NotReplicatedError{First: first, Last: last, Acked: acked, Required: k, Cause: err}
 }
 
-// SetReplicator installs the primary side of replication, which answers
-// synchronous appends. repl.Primary calls it; nil removes it.
-func (db *DB) SetReplicator(r Replicator) {
+// ClaimReplicator installs r as the DB's primary side of replication,
+// which answers synchronous appends. It fails with ErrHasPrimary while
+// another replicator is installed, and with ErrClosed after Close. Whatever
+// r's fields hold when ClaimReplicator is called is visible to every
+// goroutine that later gets r from Replicator.
+func (db *DB) ClaimReplicator(r Replicator) error {
+	if r == nil {
+		return errors.New("flume: ClaimReplicator: nil replicator")
+	}
 	db.mu.Lock()
 	defer db.mu.Unlock()
+	if db.mu.closed {
+		return ErrClosed
+	}
+	if db.mu.replicator != nil {
+		return ErrHasPrimary
+	}
 	db.mu.replicator = r
+	return nil
+}
+
+// ReleaseReplicator removes r as the DB's replicator (nothing happens if r
+// is not the installed one). The DB then answers sync appends as having no
+// followers.
+func (db *DB) ReleaseReplicator(r Replicator) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.mu.replicator == r {
+		db.mu.replicator = nil
+	}
+}
+
+// Replicator returns the replicator installed by ClaimReplicator, or nil.
+func (db *DB) Replicator() Replicator {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.mu.replicator
+}
+
+// ClaimUpstream records that a replication follower now feeds the DB from
+// primary (an address, for error messages) and makes the DB a read-only
+// follower of it, atomically with respect to appends: client appends fail
+// with a *NotPrimaryError from then on. It fails with an error wrapping
+// ErrHasUpstream (naming the current upstream) while another claim holds,
+// and with ErrClosed after Close.
+//
+// release ends the claim (later calls do nothing), so that another upstream
+// may be claimed. With restore false the DB stays a read-only follower of
+// primary (a follower that stops does not make its DB writable: promotion
+// is an explicit decision); with restore true the role the DB had before
+// the claim comes back (a follower that never got going).
+func (db *DB) ClaimUpstream(primary string) (release func(restore bool), err error) {
+	db.appendMu.Lock()
+	defer db.appendMu.Unlock()
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.mu.closed {
+		return nil, ErrClosed
+	}
+	if db.mu.upstream {
+		return nil, fmt.Errorf("%w (%s)", ErrHasUpstream, db.mu.primary)
+	}
+	prevFollower, prevPrimary := db.mu.follower, db.mu.primary
+	db.mu.upstream, db.mu.follower, db.mu.primary = true, true, primary
+	var once sync.Once
+	return func(restore bool) {
+		once.Do(func() {
+			db.appendMu.Lock()
+			defer db.appendMu.Unlock()
+			db.mu.Lock()
+			defer db.mu.Unlock()
+			db.mu.upstream = false
+			if restore {
+				db.mu.follower, db.mu.primary = prevFollower, prevPrimary
+			}
+		})
+	}, nil
 }
 
 // SetFollower makes the DB a read-only follower of primary (an address for
 // error messages; may be empty) when on is true: client appends then fail
 // with a *NotPrimaryError, and only AppendReplicated writes. Turning it off
-// makes the DB writable again (promotion).
+// makes the DB writable again (manual promotion, after its upstream was
+// released). It does not claim or release an upstream.
 func (db *DB) SetFollower(on bool, primary string) {
 	db.appendMu.Lock()
 	defer db.appendMu.Unlock()

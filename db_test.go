@@ -278,6 +278,72 @@ func TestCloseRacesUse(t *testing.T) {
 	}
 }
 
+// claimReplicator installs r as db's replicator, failing the test if one is.
+func claimReplicator(t *testing.T, db *flume.DB, r flume.Replicator) {
+	t.Helper()
+	if err := db.ClaimReplicator(r); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestRoleClaims: the DB owns its replication role. One upstream and one
+// replicator at a time; releasing an upstream keeps the DB read-only unless
+// asked to restore the role it had before.
+func TestRoleClaims(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t, nil)
+	rel, err := db.ClaimUpstream("p1:7601")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f, p := db.Role(); !f || p != "p1:7601" {
+		t.Fatalf("Role after ClaimUpstream = %v, %q", f, p)
+	}
+	if _, err := db.Append(ctx, []byte("x")); !errors.Is(err, flume.ErrNotPrimary) {
+		t.Fatalf("Append with an upstream = %v, want ErrNotPrimary", err)
+	}
+	if _, err := db.ClaimUpstream("p2:7601"); !errors.Is(err, flume.ErrHasUpstream) || !strings.Contains(err.Error(), "p1:7601") {
+		t.Fatalf("second ClaimUpstream = %v, want ErrHasUpstream naming p1:7601", err)
+	}
+	rel(false)
+	rel(true) // later calls do nothing
+	if f, p := db.Role(); !f || p != "p1:7601" {
+		t.Fatalf("Role after release(false) = %v, %q; want still a follower", f, p)
+	}
+	rel2, err := db.ClaimUpstream("p2:7601")
+	if err != nil {
+		t.Fatalf("ClaimUpstream after release = %v", err)
+	}
+	rel2(true) // back to the role before this claim: follower of p1
+	if f, p := db.Role(); !f || p != "p1:7601" {
+		t.Fatalf("Role after release(true) = %v, %q; want follower of p1:7601", f, p)
+	}
+
+	r1, r2 := &fakeReplicator{}, &fakeReplicator{}
+	err = db.ClaimReplicator(r1)
+	if err != nil || db.Replicator() != r1 {
+		t.Fatalf("ClaimReplicator = %v, Replicator() = %v", err, db.Replicator())
+	}
+	if err := db.ClaimReplicator(r2); !errors.Is(err, flume.ErrHasPrimary) {
+		t.Fatalf("second ClaimReplicator = %v, want ErrHasPrimary", err)
+	}
+	db.ReleaseReplicator(r2) // not installed: nothing happens
+	if db.Replicator() != r1 {
+		t.Fatal("releasing another replicator removed the installed one")
+	}
+	db.ReleaseReplicator(r1)
+	if db.Replicator() != nil {
+		t.Fatal("Replicator() after release is not nil")
+	}
+	if err := db.ClaimReplicator(r2); err != nil {
+		t.Fatalf("ClaimReplicator after release = %v", err)
+	}
+	db.Close()
+	if _, err := db.ClaimUpstream("p3"); !errors.Is(err, flume.ErrClosed) {
+		t.Fatalf("ClaimUpstream after Close = %v, want ErrClosed", err)
+	}
+}
+
 func TestFollowerRefusesAppend(t *testing.T) {
 	db := openDB(t, nil)
 	ctx := context.Background()
@@ -357,7 +423,7 @@ func TestSyncAppend(t *testing.T) {
 		db := openDB(t, &flume.Options{SyncReplicas: 2})
 		rep := &fakeReplicator{}
 		rep.acked.Store(2)
-		db.SetReplicator(rep)
+		claimReplicator(t, db, rep)
 		first, last, err := db.AppendBatch(ctx, [][]byte{[]byte("a"), []byte("b")})
 		if err != nil || first != 0 || last != 1 || rep.seq.Load() != 1 {
 			t.Fatalf("sync AppendBatch = %d, %d, %v (waited for %d)", first, last, err, rep.seq.Load())
@@ -367,7 +433,7 @@ func TestSyncAppend(t *testing.T) {
 		db := openDB(t, &flume.Options{SyncReplicas: 2, SyncTimeout: 30 * time.Millisecond})
 		rep := &fakeReplicator{}
 		rep.acked.Store(1)
-		db.SetReplicator(rep)
+		claimReplicator(t, db, rep)
 		start := time.Now()
 		seq, err := db.Append(ctx, []byte("a"))
 		var nre *flume.NotReplicatedError
@@ -387,7 +453,7 @@ func TestSyncAppend(t *testing.T) {
 		short, cancel := context.WithTimeout(ctx, 5*time.Millisecond)
 		defer cancel()
 		db2 := openDB(t, &flume.Options{SyncReplicas: 2, SyncTimeout: time.Hour})
-		db2.SetReplicator(rep)
+		claimReplicator(t, db2, rep)
 		if _, err := db2.Append(short, []byte("a")); !errors.As(err, &nre) {
 			t.Fatalf("Append with short ctx = %v", err)
 		}
@@ -395,7 +461,7 @@ func TestSyncAppend(t *testing.T) {
 	t.Run("per-call override", func(t *testing.T) {
 		db := openDB(t, &flume.Options{SyncReplicas: 3, SyncTimeout: time.Hour})
 		rep := &fakeReplicator{}
-		db.SetReplicator(rep)
+		claimReplicator(t, db, rep)
 		if _, _, err := db.AppendWith(ctx, flume.AppendOptions{SyncReplicas: 0}, []byte("a")); err != nil || rep.calls.Load() != 0 {
 			t.Fatalf("async override = %v, %d replicator calls", err, rep.calls.Load())
 		}
@@ -414,7 +480,7 @@ func TestSyncAppend(t *testing.T) {
 	})
 	t.Run("close ends the wait", func(t *testing.T) {
 		db, _ := flume.Open(memlog.New(), &flume.Options{SyncReplicas: 1, SyncTimeout: time.Hour})
-		db.SetReplicator(&fakeReplicator{})
+		claimReplicator(t, db, &fakeReplicator{})
 		errc := make(chan error)
 		go func() { _, err := db.Append(ctx, []byte("a")); errc <- err }()
 		time.Sleep(20 * time.Millisecond)

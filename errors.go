@@ -37,6 +37,12 @@ var (
 	ErrLocked = errors.New("flume: log is locked by another opener")
 	// ErrNotEmpty is returned by SetID on a log that already holds entries.
 	ErrNotEmpty = errors.New("flume: log is not empty")
+	// ErrHasUpstream is returned by DB.ClaimUpstream while another claim
+	// holds: a DB replicates from at most one upstream at a time.
+	ErrHasUpstream = errors.New("flume: DB already replicates from an upstream")
+	// ErrHasPrimary is returned by DB.ClaimReplicator while another
+	// replicator is installed: a DB has at most one primary side.
+	ErrHasPrimary = errors.New("flume: DB already has a replication primary")
 )
 
 // CorruptionError says where corrupt data was found. It unwraps to ErrCorrupt.

@@ -52,6 +52,7 @@
 //	options.go    Options and their defaults; counters and status types
 //	errors.go     error values, codes and types
 //
-// Lock order: registry, then Primary.mu, then sendSession.mu; Follower.mu is
-// never held while taking another lock.
+// Lock order: Primary.mu, then sendSession.mu; Follower.mu is never held
+// while taking another lock, and no repl lock is held while calling the DB
+// (the DB owns the replication role: ClaimUpstream, ClaimReplicator).
 package repl

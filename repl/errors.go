@@ -21,11 +21,12 @@ var (
 	// ErrVersion marks a peer that speaks another protocol version.
 	ErrVersion = errors.New("repl: protocol version mismatch")
 	// ErrHasUpstream is returned when a DB that already has a replication
-	// upstream is given a second one (NewFollower or Replicate).
-	ErrHasUpstream = errors.New("repl: DB already replicates from an upstream")
+	// upstream is given a second one (NewFollower or Replicate). It is
+	// flume.ErrHasUpstream.
+	ErrHasUpstream = flume.ErrHasUpstream
 	// ErrHasPrimary is returned by NewPrimary for a DB that already has a
-	// Primary.
-	ErrHasPrimary = errors.New("repl: DB already has a replication primary")
+	// Primary. It is flume.ErrHasPrimary.
+	ErrHasPrimary = flume.ErrHasPrimary
 )
 
 // Code is a stable numeric error code sent in Error messages. Codes are

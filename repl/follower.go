@@ -30,8 +30,7 @@ type Follower struct {
 	log   *slog.Logger
 	stats stats
 
-	prevFollower bool
-	prevPrimary  string
+	release func(restore bool) // ends the DB's upstream claim (Close)
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -56,9 +55,10 @@ type Follower struct {
 }
 
 // NewFollower makes db a read-only follower of the primary at addr
-// (db.SetFollower(true, addr)) and starts replicating in the background.
+// (db.ClaimUpstream(addr)) and starts replicating in the background.
 // A DB has at most one upstream: a second NewFollower or Replicate into the
-// same DB fails with ErrHasUpstream until the first is closed. Use Ready to
+// same DB fails with an error wrapping ErrHasUpstream until the first is
+// closed. Use Ready to
 // wait for the first handshake and Status to watch progress.
 func NewFollower(db *flume.DB, addr string, opts *Options) (*Follower, error) {
 	if db == nil {
@@ -68,17 +68,15 @@ func NewFollower(db *flume.DB, addr string, opts *Options) (*Follower, error) {
 	if o.Dial == nil && addr == "" {
 		return nil, errors.New("repl: NewFollower: no primary address and no Dial function")
 	}
-	registry.Lock()
-	if cur, ok := registry.followers[db]; ok {
-		registry.Unlock()
-		return nil, fmt.Errorf("%w (%s); close it before starting another", ErrHasUpstream, cur.addr)
+	release, err := db.ClaimUpstream(addr)
+	if err != nil {
+		if errors.Is(err, flume.ErrHasUpstream) {
+			return nil, fmt.Errorf("repl: NewFollower: %w; close it before starting another", err)
+		}
+		return nil, fmt.Errorf("repl: NewFollower: %w", err)
 	}
-	f := &Follower{db: db, addr: addr, opts: o, log: o.Logger.With("component", "repl.follower", "node", o.NodeID, "primary", addr)}
-	registry.followers[db] = f
-	registry.Unlock()
-
-	f.prevFollower, f.prevPrimary = db.Role()
-	db.SetFollower(true, addr)
+	f := &Follower{db: db, addr: addr, opts: o, release: release,
+		log: o.Logger.With("component", "repl.follower", "node", o.NodeID, "primary", addr)}
 	f.ctx, f.cancel = context.WithCancel(context.Background())
 	f.mu.state = StateConnecting
 	f.mu.primarySince = -1
@@ -303,7 +301,11 @@ func (f *Follower) DB() *flume.DB { return f.db }
 // goroutine the Follower started. The DB stays a read-only follower
 // (promotion is an explicit db.SetFollower(false, "")), and may be given a
 // new upstream. Later calls return nil.
-func (f *Follower) Close() error {
+func (f *Follower) Close() error { return f.close(false) }
+
+// close is Close; with restore the DB gets back the role it had before
+// NewFollower (Replicate's failure path), else it stays a follower.
+func (f *Follower) close(restore bool) error {
 	f.mu.Lock()
 	if f.mu.closed {
 		f.mu.Unlock()
@@ -317,11 +319,7 @@ func (f *Follower) Close() error {
 	close(f.mu.changed)
 	f.mu.changed = make(chan struct{})
 	f.mu.Unlock()
-	registry.Lock()
-	if registry.followers[f.db] == f {
-		delete(registry.followers, f.db)
-	}
-	registry.Unlock()
+	f.release(restore)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package repl
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"sync"
 
@@ -40,20 +41,10 @@ func Replicate(primary, follower *flume.DB, opts *Options) (*Link, error) {
 	}
 	o.TLS, o.Dial = nil, nil
 
-	registry.Lock()
-	p := registry.primaries[primary]
-	if p == nil {
-		popts := o
-		popts.NodeID = ""
-		if opts != nil && opts.NodeID != "" {
-			popts.NodeID = opts.NodeID + "-primary"
-		}
-		p = newPrimary(primary, &popts)
-		p.owned = true
-		registry.primaries[primary] = p
+	p, err := linkPrimary(primary, o, opts)
+	if err != nil {
+		return nil, err
 	}
-	p.links++
-	registry.Unlock()
 
 	l := &Link{p: p}
 	o.Dial = func(ctx context.Context) (net.Conn, error) {
@@ -75,24 +66,70 @@ func Replicate(primary, follower *flume.DB, opts *Options) (*Link, error) {
 	err = f.Ready(ctx)
 	cancel()
 	if err != nil {
-		f.Close()
-		follower.SetFollower(f.prevFollower, f.prevPrimary)
+		f.close(true)
 		l.release()
 		return nil, err
 	}
 	return l, nil
 }
 
-func (l *Link) release() {
-	registry.Lock()
-	l.p.links--
-	closeIt := l.p.owned && l.p.links == 0
-	if closeIt && registry.primaries[l.p.db] == l.p {
-		delete(registry.primaries, l.p.db)
+// linkPrimary returns the primary DB's Primary with one more link counted:
+// the one installed as its replicator (by NewPrimary or another link), or
+// a new one owned by the links, closed with the last of them.
+func linkPrimary(db *flume.DB, o Options, opts *Options) (*Primary, error) {
+	for {
+		switch r := db.Replicator().(type) {
+		case *Primary:
+			if r.addLink() {
+				return r, nil
+			}
+			<-r.done // retired by its last link: wait until it is gone
+			continue
+		case nil:
+		default:
+			return nil, fmt.Errorf("repl: Replicate: %w (not a repl.Primary)", ErrHasPrimary)
+		}
+		popts := o
+		popts.NodeID = ""
+		if opts != nil && opts.NodeID != "" {
+			popts.NodeID = opts.NodeID + "-primary"
+		}
+		p, err := newPrimary(db, &popts, true)
+		if errors.Is(err, ErrHasPrimary) {
+			continue // another Replicate installed one first
+		}
+		if err != nil {
+			return nil, err
+		}
+		p.addLink()
+		return p, nil
 	}
-	registry.Unlock()
+}
+
+// addLink counts one more Link using p; false if p is closed or retired.
+func (p *Primary) addLink() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.closed || p.mu.retired {
+		return false
+	}
+	p.mu.links++
+	return true
+}
+
+// release gives up the link's share of its Primary, closing it when the
+// links made it and this was the last.
+func (l *Link) release() {
+	p := l.p
+	p.mu.Lock()
+	p.mu.links--
+	closeIt := p.owned && p.mu.links == 0
 	if closeIt {
-		l.p.Close()
+		p.mu.retired = true
+	}
+	p.mu.Unlock()
+	if closeIt {
+		p.Close()
 	}
 }
 

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"log/slog"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -179,16 +178,4 @@ type UpstreamStatus struct {
 	LastError   string
 	Reconnects  int64
 	ConnectedAt time.Time
-}
-
-// registry enforces one upstream per follower DB and one Primary per DB.
-var registry struct {
-	sync.Mutex
-	followers map[*flume.DB]*Follower
-	primaries map[*flume.DB]*Primary
-}
-
-func init() {
-	registry.followers = make(map[*flume.DB]*Follower)
-	registry.primaries = make(map[*flume.DB]*Primary)
 }

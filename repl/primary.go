@@ -34,15 +34,18 @@ type Primary struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // every goroutine the Primary started
 
+	done  chan struct{} // closed at the end of Close
+	owned bool          // made by Replicate: closed with its last link
+
 	mu struct {
 		sync.Mutex
 		closed    bool
+		retired   bool // owned and its last link is gone: Close is under way
+		links     int  // Replicate links sharing this Primary
 		listeners map[net.Listener]struct{}
 		followers map[string]*followerState // by node ID
 		waiters   map[*ackWaiter]struct{}
 	}
-	links int // Replicate links sharing this Primary (guarded by registry)
-	owned bool
 }
 
 var _ flume.Replicator = (*Primary)(nil)
@@ -64,25 +67,18 @@ type followerState struct {
 }
 
 // NewPrimary makes db the source of replication and installs the Primary as
-// the DB's flume.Replicator (db.SetReplicator). A DB has at most one Primary
-// (ErrHasPrimary).
+// the DB's flume.Replicator (db.ClaimReplicator). A DB has at most one
+// Primary: while another is installed NewPrimary fails with ErrHasPrimary.
 func NewPrimary(db *flume.DB, opts *Options) (*Primary, error) {
 	if db == nil {
 		return nil, errors.New("repl: NewPrimary: nil DB")
 	}
-	registry.Lock()
-	defer registry.Unlock()
-	if _, ok := registry.primaries[db]; ok {
-		return nil, ErrHasPrimary
-	}
-	p := newPrimary(db, opts)
-	registry.primaries[db] = p
-	return p, nil
+	return newPrimary(db, opts, false)
 }
 
-func newPrimary(db *flume.DB, opts *Options) *Primary {
+func newPrimary(db *flume.DB, opts *Options, owned bool) (*Primary, error) {
 	o := opts.withDefaults(db)
-	p := &Primary{db: db, opts: o, log: o.Logger.With("component", "repl.primary", "node", o.NodeID)}
+	p := &Primary{db: db, opts: o, log: o.Logger.With("component", "repl.primary", "node", o.NodeID), done: make(chan struct{}), owned: owned}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.mu.listeners = make(map[net.Listener]struct{})
 	p.mu.followers = make(map[string]*followerState)
@@ -90,10 +86,15 @@ func newPrimary(db *flume.DB, opts *Options) *Primary {
 	p.lag.init(8192)
 	since, ch := db.Changed()
 	p.lag.record(since, time.Now())
+	// Claimed last: another goroutine may find p through db.Replicator()
+	// from here on, so p must be whole.
+	if err := db.ClaimReplicator(p); err != nil {
+		p.cancel()
+		return nil, fmt.Errorf("repl: NewPrimary: %w", err)
+	}
 	p.wg.Add(1)
 	go p.trackLag(ch)
-	db.SetReplicator(p)
-	return p
+	return p, nil
 }
 
 // Serve accepts replication connections on ln and serves each on its own
@@ -317,11 +318,7 @@ func (p *Primary) Close() error {
 	}
 	p.mu.Unlock()
 	p.wg.Wait()
-	registry.Lock()
-	if registry.primaries[p.db] == p {
-		delete(registry.primaries, p.db)
-	}
-	registry.Unlock()
-	p.db.SetReplicator(nil)
+	p.db.ReleaseReplicator(p)
+	close(p.done)
 	return nil
 }
