@@ -147,10 +147,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descFRate, f.EntriesPerSec, f.NodeID, f.Addr)
 	}
 	if u := st.upstream; u != nil {
-		gauge(descUConn, b2f(u.Connected), u.Addr)
-		gauge(descULag, float64(u.LagEntries), u.Addr)
-		gauge(descULagB, float64(u.LagBytes), u.Addr)
-		gauge(descULagS, u.LagSeconds, u.Addr)
+		gauge(descUConn, b2f(u.Connected), u.Primary)
+		gauge(descULag, float64(u.LagEntries), u.Primary)
+		gauge(descULagB, float64(u.LagBytes), u.Primary)
+		gauge(descULagS, u.LagSeconds, u.Primary)
 	}
 	s := st.stats
 	counter(descHS, s.Handshakes)

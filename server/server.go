@@ -206,40 +206,30 @@ func (s *Server) Status() Status {
 	if s.primary != nil {
 		st.Followers = rs.followers
 		if st.Followers == nil {
-			st.Followers = []FollowerStatus{}
+			st.Followers = []repl.FollowerStatus{}
 		}
 	}
-	st.Primary = rs.upstream
+	if u := rs.upstream; u != nil {
+		st.Primary = &UpstreamStatus{UpstreamStatus: *u, AckedSeq: u.Since}
+	}
 	return st
 }
 
 // ReplStats returns the replication counters of the node's Primary or
-// Follower.
-func (s *Server) ReplStats() ReplStats { return s.replState().stats }
+// Follower (zero when it has neither).
+func (s *Server) ReplStats() repl.Stats { return s.replState().stats }
 
 func (s *Server) replState() replState {
 	var rs replState
-	var st repl.Stats
 	switch {
 	case s.primary != nil:
-		for _, f := range s.primary.Followers() {
-			rs.followers = append(rs.followers, FollowerStatus{
-				NodeID: f.NodeID, Addr: f.Addr, Connected: f.Connected, AckedSeq: f.AckedSeq, ReceivedSeq: f.ReceivedSeq,
-				LagEntries: f.LagEntries, LagBytes: f.LagBytes, LagSeconds: f.LagSeconds, EntriesPerSec: f.EntriesPerSec,
-				ConnectedAt: f.ConnectedAt, LastSeen: f.LastSeen,
-			})
-		}
-		st = s.primary.Stats()
+		rs.followers = s.primary.Followers()
+		rs.stats = s.primary.Stats()
 	case s.follower != nil:
 		u := s.follower.Status()
-		rs.upstream = &UpstreamStatus{Addr: u.Primary, State: u.State, Connected: u.Connected, Since: u.Since, AckedSeq: u.Since,
-			PrimarySince: u.PrimarySince, LagEntries: u.LagEntries, LagBytes: u.LagBytes, LagSeconds: u.LagSeconds, LastError: u.LastError, Reconnects: u.Reconnects,
-			ConnectedAt: u.ConnectedAt}
-		st = s.follower.Stats()
+		rs.upstream = &u
+		rs.stats = s.follower.Stats()
 	}
-	rs.stats = ReplStats{Handshakes: st.Handshakes, Refusals: st.Refusals, AuthFailures: st.AuthFailures,
-		Reconnects: st.Reconnects, EntriesSent: st.EntriesSent, BytesSent: st.BytesSent,
-		EntriesReceived: st.EntriesReceived, BytesReceived: st.BytesReceived}
 	return rs
 }
 

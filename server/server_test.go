@@ -326,6 +326,10 @@ func TestFollower(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Every field of the golden /status is sent by a live node (a healthy
+	// follower has no last_error).
+	checkLiveStatusKeys(t, do(t, "GET", p.url+"/status", "", "").body, "primary.json")
+	checkLiveStatusKeys(t, do(t, "GET", f.url+"/status", "", "").body, "follower.json", "primary.last_error")
 	r = do(t, "GET", f.url+"/log/4", "", "")
 	wantCode(t, r, 200)
 	if r.body != `{"n":4}` {
