@@ -39,12 +39,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/repl"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -87,16 +85,12 @@ func New(cfg Config) (*Server, error) {
 		s.cfg.NodeID = cfg.NodeID
 	}
 
-	// The log fsyncs (interval syncer, recovery) before the metrics
-	// exist: the histogram is published to the hook atomically.
-	var fsyncHist atomic.Pointer[prometheus.Histogram]
+	// The metrics come first: the file log fsyncs (recovery, the interval
+	// syncer) from the moment it opens, into the fsync histogram.
+	s.metrics = newMetrics(cfg.Log == nil)
 	l := cfg.Log
 	if l == nil {
-		l, err = openFileLog(filepath.Join(cfg.DataDir, "log"), cfg, func(d time.Duration) {
-			if h := fsyncHist.Load(); h != nil {
-				(*h).Observe(d.Seconds())
-			}
-		})
+		l, err = openFileLog(filepath.Join(cfg.DataDir, "log"), cfg, s.metrics.observeFsync)
 		if err != nil {
 			return nil, fmt.Errorf("server: open log in %s: %w", cfg.DataDir, err)
 		}
@@ -120,13 +114,7 @@ func New(cfg Config) (*Server, error) {
 	}
 
 	s.drainCtx, s.drain = context.WithCancel(context.Background())
-	s.metrics = newMetrics(s.db, s.replState, cfg.Log == nil)
-	if c := logCollector(l); c != nil {
-		s.metrics.reg.MustRegister(c)
-	}
-	if s.metrics.fsyncLatency != nil {
-		fsyncHist.Store(&s.metrics.fsyncLatency)
-	}
+	s.metrics.collectState(s.db, s.replState, l)
 	s.api = &api{db: s.db, secret: cfg.Secret, maxBody: cfg.MaxBodyBytes, logger: cfg.Logger,
 		status: s.Status, metrics: s.metrics, drain: s.drainCtx}
 	s.http = &http.Server{
