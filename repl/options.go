@@ -133,49 +133,53 @@ func (s *stats) snapshot() Stats {
 	}
 }
 
-// FollowerStatus is a primary's view of one follower.
+// FollowerStatus is a primary's view of one follower. Its JSON form is
+// what a flume server reports for each follower in GET /status (and what
+// `flume status` reads back): the tags are part of the HTTP API.
 type FollowerStatus struct {
-	NodeID      string
-	Addr        string // remote address of the connection
-	Connected   bool
-	AckedSeq    int64 // last seq the follower reported durable
-	ReceivedSeq int64 // last seq the follower reported received
+	NodeID      string `json:"node_id"`
+	Addr        string `json:"addr"` // remote address of the connection
+	Connected   bool   `json:"connected"`
+	AckedSeq    int64  `json:"acked_seq"`    // last seq the follower reported durable
+	ReceivedSeq int64  `json:"received_seq"` // last seq the follower reported received
 	// LagEntries is the primary's since minus AckedSeq.
-	LagEntries int64
+	LagEntries int64 `json:"lag_entries"`
 	// LagBytes is the size of the entry frames after AckedSeq: exact for
 	// frames sent and not yet acknowledged, estimated from the average
 	// frame size for entries not yet sent.
-	LagBytes int64
+	LagBytes int64 `json:"lag_bytes"`
 	// LagSeconds is the age of the oldest entry the follower has not
 	// acknowledged: time since it was published on the primary (0 when
 	// caught up). For entries older than the Primary it counts from
 	// NewPrimary.
-	LagSeconds float64
+	LagSeconds float64 `json:"lag_seconds"`
 	// EntriesPerSec is the follower's recent acknowledgement rate.
-	EntriesPerSec float64
-	ConnectedAt   time.Time
-	LastSeen      time.Time // last message received from it
+	EntriesPerSec float64   `json:"entries_per_sec"`
+	ConnectedAt   time.Time `json:"connected_at,omitzero"`
+	LastSeen      time.Time `json:"last_seen,omitzero"` // last message received from it
 }
 
-// UpstreamStatus is a follower's view of its primary.
+// UpstreamStatus is a follower's view of its primary. Its JSON form is the
+// "primary" object of a flume server's GET /status (and what `flume status`
+// reads back): the tags are part of the HTTP API.
 type UpstreamStatus struct {
-	Primary string // address given to NewFollower
+	Primary string `json:"addr"` // address given to NewFollower
 	// State is one of connecting, handshake, catching-up, streaming,
 	// refused (the last handshake was refused or failed authentication;
 	// retrying) and closed.
-	State        State
-	Connected    bool
-	Since        int64 // the follower log's since
-	PrimarySince int64 // the primary's since as last reported (-1 unknown)
-	LagEntries   int64 // PrimarySince - Since, when known
+	State        State `json:"state"`
+	Connected    bool  `json:"connected"`
+	Since        int64 `json:"since"`         // the follower log's since
+	PrimarySince int64 `json:"primary_since"` // the primary's since as last reported (-1 unknown)
+	LagEntries   int64 `json:"lag_entries"`   // PrimarySince - Since, when known
 	// LagBytes estimates the frame bytes of those entries from the average
 	// frame size received so far (0 until an entry has been received).
-	LagBytes int64
+	LagBytes int64 `json:"lag_bytes"`
 	// LagSeconds is how long ago this follower first heard (handshake,
 	// Entries or heartbeat) of the oldest entry the primary holds and it
 	// does not: 0 when caught up. It is measured on the follower's clock.
-	LagSeconds  float64
-	LastError   string
-	Reconnects  int64
-	ConnectedAt time.Time
+	LagSeconds  float64   `json:"lag_seconds"`
+	LastError   string    `json:"last_error,omitempty"`
+	Reconnects  int64     `json:"reconnects"`
+	ConnectedAt time.Time `json:"connected_at,omitzero"`
 }

@@ -252,15 +252,6 @@ func (a *api) getLog(w http.ResponseWriter, r *http.Request) {
 	w.Write(v)
 }
 
-// streamLine is one line of GET /log. Values stored through the HTTP API are
-// JSON; an entry that is not JSON (appended through the library) is carried
-// in Data, base64-encoded.
-type streamLine struct {
-	Seq   int64           `json:"seq"`
-	Value json.RawMessage `json:"value,omitempty"`
-	Data  string          `json:"data,omitempty"`
-}
-
 func parseStreamOptions(q map[string][]string) (flume.StreamOptions, error) {
 	var o flume.StreamOptions
 	get := func(k string) (string, bool) {
@@ -382,6 +373,10 @@ func (a *api) streamLog(w http.ResponseWriter, r *http.Request) {
 	flush()
 }
 
+// appendStreamLine appends e as one line of GET /log:
+// {"seq":N,"value":V}. Values stored through the HTTP API are JSON; an
+// entry that is not JSON (appended through the library) is carried as
+// {"seq":N,"data":"<base64>"}.
 func appendStreamLine(dst []byte, e flume.Entry) []byte {
 	dst = append(dst, `{"seq":`...)
 	dst = strconv.AppendInt(dst, e.Seq, 10)

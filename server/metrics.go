@@ -11,8 +11,9 @@ import (
 )
 
 // metrics is the server's Prometheus registry. Counters that the server
-// itself drives are ordinary metrics; everything owned by the DB or by
-// replication is read at scrape time by replCollector.
+// itself drives are ordinary metrics; everything owned by the DB, the log
+// or replication is read at scrape time by the collectors collectState
+// registers.
 type metrics struct {
 	reg              *prometheus.Registry
 	appends          prometheus.Counter
@@ -27,7 +28,10 @@ type metrics struct {
 // that waits out a follower reconnect (seconds).
 var latencyBuckets = []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10}
 
-func newMetrics(db *flume.DB, repl replSource, withFsync bool) *metrics {
+// newMetrics builds the metrics the server drives, with the fsync
+// histogram if withFsync. It needs nothing else, so New builds it before
+// the log: the log observes its fsyncs from the moment it opens.
+func newMetrics(withFsync bool) *metrics {
 	m := &metrics{reg: prometheus.NewRegistry()}
 	m.appends = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "flume_appends_total", Help: "Entries appended through the HTTP API."})
@@ -47,9 +51,17 @@ func newMetrics(db *flume.DB, repl replSource, withFsync bool) *metrics {
 			Name: "flume_fsync_duration_seconds", Help: "Latency of the file log's fsyncs.", Buckets: latencyBuckets})
 		m.reg.MustRegister(m.fsyncLatency)
 	}
-	m.reg.MustRegister(&stateCollector{db: db, repl: repl})
 	m.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
+}
+
+// collectState registers the collectors that read db, replication and l's
+// own counters (a file log's) at scrape time.
+func (m *metrics) collectState(db *flume.DB, repl replSource, l flume.Log) {
+	m.reg.MustRegister(&stateCollector{db: db, repl: repl})
+	if c := logCollector(l); c != nil {
+		m.reg.MustRegister(c)
+	}
 }
 
 func (m *metrics) handler() http.Handler {
@@ -69,6 +81,10 @@ func (m *metrics) observeAppend(values [][]byte, d time.Duration, err error) {
 	m.appendBytes.Add(float64(n))
 	m.appendLatency.Observe(d.Seconds())
 }
+
+// observeFsync records one fsync of the file log (its OnSync hook). Only
+// for metrics built withFsync.
+func (m *metrics) observeFsync(d time.Duration) { m.fsyncLatency.Observe(d.Seconds()) }
 
 func errorReason(err error) string {
 	switch {
@@ -147,10 +163,10 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(descFRate, f.EntriesPerSec, f.NodeID, f.Addr)
 	}
 	if u := st.upstream; u != nil {
-		gauge(descUConn, b2f(u.Connected), u.Addr)
-		gauge(descULag, float64(u.LagEntries), u.Addr)
-		gauge(descULagB, float64(u.LagBytes), u.Addr)
-		gauge(descULagS, u.LagSeconds, u.Addr)
+		gauge(descUConn, b2f(u.Connected), u.Primary)
+		gauge(descULag, float64(u.LagEntries), u.Primary)
+		gauge(descULagB, float64(u.LagBytes), u.Primary)
+		gauge(descULagS, u.LagSeconds, u.Primary)
 	}
 	s := st.stats
 	counter(descHS, s.Handshakes)

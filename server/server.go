@@ -39,12 +39,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/repl"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -87,16 +85,12 @@ func New(cfg Config) (*Server, error) {
 		s.cfg.NodeID = cfg.NodeID
 	}
 
-	// The log fsyncs (interval syncer, recovery) before the metrics
-	// exist: the histogram is published to the hook atomically.
-	var fsyncHist atomic.Pointer[prometheus.Histogram]
+	// The metrics come first: the file log fsyncs (recovery, the interval
+	// syncer) from the moment it opens, into the fsync histogram.
+	s.metrics = newMetrics(cfg.Log == nil)
 	l := cfg.Log
 	if l == nil {
-		l, err = openFileLog(filepath.Join(cfg.DataDir, "log"), cfg, func(d time.Duration) {
-			if h := fsyncHist.Load(); h != nil {
-				(*h).Observe(d.Seconds())
-			}
-		})
+		l, err = openFileLog(filepath.Join(cfg.DataDir, "log"), cfg, s.metrics.observeFsync)
 		if err != nil {
 			return nil, fmt.Errorf("server: open log in %s: %w", cfg.DataDir, err)
 		}
@@ -120,13 +114,7 @@ func New(cfg Config) (*Server, error) {
 	}
 
 	s.drainCtx, s.drain = context.WithCancel(context.Background())
-	s.metrics = newMetrics(s.db, s.replState, cfg.Log == nil)
-	if c := logCollector(l); c != nil {
-		s.metrics.reg.MustRegister(c)
-	}
-	if s.metrics.fsyncLatency != nil {
-		fsyncHist.Store(&s.metrics.fsyncLatency)
-	}
+	s.metrics.collectState(s.db, s.replState, l)
 	s.api = &api{db: s.db, secret: cfg.Secret, maxBody: cfg.MaxBodyBytes, logger: cfg.Logger,
 		status: s.Status, metrics: s.metrics, drain: s.drainCtx}
 	s.http = &http.Server{
@@ -206,40 +194,30 @@ func (s *Server) Status() Status {
 	if s.primary != nil {
 		st.Followers = rs.followers
 		if st.Followers == nil {
-			st.Followers = []FollowerStatus{}
+			st.Followers = []repl.FollowerStatus{}
 		}
 	}
-	st.Primary = rs.upstream
+	if u := rs.upstream; u != nil {
+		st.Primary = &UpstreamStatus{UpstreamStatus: *u, AckedSeq: u.Since}
+	}
 	return st
 }
 
 // ReplStats returns the replication counters of the node's Primary or
-// Follower.
-func (s *Server) ReplStats() ReplStats { return s.replState().stats }
+// Follower (zero when it has neither).
+func (s *Server) ReplStats() repl.Stats { return s.replState().stats }
 
 func (s *Server) replState() replState {
 	var rs replState
-	var st repl.Stats
 	switch {
 	case s.primary != nil:
-		for _, f := range s.primary.Followers() {
-			rs.followers = append(rs.followers, FollowerStatus{
-				NodeID: f.NodeID, Addr: f.Addr, Connected: f.Connected, AckedSeq: f.AckedSeq, ReceivedSeq: f.ReceivedSeq,
-				LagEntries: f.LagEntries, LagBytes: f.LagBytes, LagSeconds: f.LagSeconds, EntriesPerSec: f.EntriesPerSec,
-				ConnectedAt: f.ConnectedAt, LastSeen: f.LastSeen,
-			})
-		}
-		st = s.primary.Stats()
+		rs.followers = s.primary.Followers()
+		rs.stats = s.primary.Stats()
 	case s.follower != nil:
 		u := s.follower.Status()
-		rs.upstream = &UpstreamStatus{Addr: u.Primary, State: string(u.State), Connected: u.Connected, Since: u.Since, AckedSeq: u.Since,
-			PrimarySince: u.PrimarySince, LagEntries: u.LagEntries, LagBytes: u.LagBytes, LagSeconds: u.LagSeconds, LastError: u.LastError, Reconnects: u.Reconnects,
-			ConnectedAt: u.ConnectedAt}
-		st = s.follower.Stats()
+		rs.upstream = &u
+		rs.stats = s.follower.Stats()
 	}
-	rs.stats = ReplStats{Handshakes: st.Handshakes, Refusals: st.Refusals, AuthFailures: st.AuthFailures,
-		Reconnects: st.Reconnects, EntriesSent: st.EntriesSent, BytesSent: st.BytesSent,
-		EntriesReceived: st.EntriesReceived, BytesReceived: st.BytesReceived}
 	return rs
 }
 

@@ -326,6 +326,10 @@ func TestFollower(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	// Every field of the golden /status is sent by a live node (a healthy
+	// follower has no last_error).
+	checkLiveStatusKeys(t, do(t, "GET", p.url+"/status", "", "").body, "primary.json")
+	checkLiveStatusKeys(t, do(t, "GET", f.url+"/status", "", "").body, "follower.json", "primary.last_error")
 	r = do(t, "GET", f.url+"/log/4", "", "")
 	wantCode(t, r, 200)
 	if r.body != `{"n":4}` {
@@ -341,15 +345,22 @@ func TestFollower(t *testing.T) {
 		}
 	}
 	// Five appends under fsync "always", one at a time: at least five
-	// fsyncs observed by the histogram.
-	var fsyncs int
+	// fsyncs observed by the histogram, and (the hook is set when the log
+	// opens, and the log is idle now) every fsync the log counted.
+	var fsyncs, logFsyncs int
 	for _, line := range strings.Split(m.body, "\n") {
 		if v, ok := strings.CutPrefix(line, "flume_fsync_duration_seconds_count "); ok {
 			fsyncs, _ = strconv.Atoi(v)
 		}
+		if v, ok := strings.CutPrefix(line, "flume_log_fsyncs_total "); ok {
+			logFsyncs, _ = strconv.Atoi(v)
+		}
 	}
 	if fsyncs < 5 {
 		t.Errorf("flume_fsync_duration_seconds_count = %d after 5 appends under fsync always, want >= 5", fsyncs)
+	}
+	if fsyncs != logFsyncs {
+		t.Errorf("flume_fsync_duration_seconds_count = %d, want flume_log_fsyncs_total = %d", fsyncs, logFsyncs)
 	}
 	fm := do(t, "GET", f.url+"/metrics", "", "").body
 	for _, name := range []string{`flume_upstream_lag_entries{primary=`, `flume_upstream_lag_seconds{primary=`, `flume_upstream_lag_bytes{primary=`, `flume_repl_reconnects_total`, `flume_role{role="follower"} 1`} {

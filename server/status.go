@@ -1,12 +1,14 @@
 package server
 
 import (
-	"time"
-
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/repl"
 )
 
-// Status is the body of GET /status.
+// Status is the body of GET /status. The replication parts are repl's
+// own status types, whose JSON tags name the fields: a field added there
+// shows up here (and in `flume status --json`) with no change in this
+// package.
 type Status struct {
 	Role         string `json:"role"` // "primary" or "follower"
 	NodeID       string `json:"node_id"`
@@ -18,58 +20,27 @@ type Status struct {
 	SyncReplicas int    `json:"sync_replicas"`
 	// Followers lists the followers of a primary (connected or recently
 	// seen). Absent on a follower.
-	Followers []FollowerStatus `json:"followers,omitempty"`
+	Followers []repl.FollowerStatus `json:"followers,omitempty"`
 	// Primary is a follower's view of its upstream. Absent on a primary.
 	Primary *UpstreamStatus `json:"primary,omitempty"`
 }
 
-// FollowerStatus is one follower as its primary sees it.
-type FollowerStatus struct {
-	NodeID        string    `json:"node_id"`
-	Addr          string    `json:"addr"`
-	Connected     bool      `json:"connected"`
-	AckedSeq      int64     `json:"acked_seq"`
-	ReceivedSeq   int64     `json:"received_seq"`
-	LagEntries    int64     `json:"lag_entries"`
-	LagBytes      int64     `json:"lag_bytes"`
-	LagSeconds    float64   `json:"lag_seconds"`
-	EntriesPerSec float64   `json:"entries_per_sec"`
-	ConnectedAt   time.Time `json:"connected_at,omitzero"`
-	LastSeen      time.Time `json:"last_seen,omitzero"`
-}
-
-// UpstreamStatus is a follower's view of its primary.
+// UpstreamStatus is a follower's view of its primary as GET /status
+// reports it: repl.UpstreamStatus (Primary is the "addr" field) plus
+// AckedSeq.
 type UpstreamStatus struct {
-	Addr         string `json:"addr"`
-	State        string `json:"state"`
-	Connected    bool   `json:"connected"`
-	Since        int64  `json:"since"`
-	AckedSeq     int64  `json:"acked_seq"` // what this follower has acknowledged as durable: its since
-	PrimarySince int64  `json:"primary_since"`
-	LagEntries   int64  `json:"lag_entries"`
-	// LagBytes estimates the bytes of those entries (average frame size).
-	LagBytes int64 `json:"lag_bytes"`
-	// LagSeconds is the age of the oldest entry the primary holds and this
-	// follower does not, by when the follower heard of it (0: caught up).
-	LagSeconds  float64   `json:"lag_seconds"`
-	LastError   string    `json:"last_error,omitempty"`
-	Reconnects  int64     `json:"reconnects"`
-	ConnectedAt time.Time `json:"connected_at,omitzero"`
-}
-
-// ReplStats are replication counters since start.
-type ReplStats struct {
-	Handshakes, Refusals, AuthFailures, Reconnects int64
-	EntriesSent, BytesSent                         int64
-	EntriesReceived, BytesReceived                 int64
+	repl.UpstreamStatus
+	// AckedSeq is what this follower has acknowledged to its primary as
+	// durable: its Since.
+	AckedSeq int64 `json:"acked_seq"`
 }
 
 // replState is what the HTTP API and metrics read from replication at
 // request or scrape time.
 type replState struct {
-	followers []FollowerStatus // primary
-	upstream  *UpstreamStatus  // follower
-	stats     ReplStats
+	followers []repl.FollowerStatus // primary
+	upstream  *repl.UpstreamStatus  // follower
+	stats     repl.Stats
 }
 
 // replSource reads the current replication state; nil means none.

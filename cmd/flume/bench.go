@@ -54,13 +54,12 @@ writers. PEAK MEM is the Go runtime's peak memory in use during the row.`,
 }
 
 type benchRow struct {
-	name     string
-	entries  int
-	bytes    int64
-	elapsed  time.Duration
-	lat      []time.Duration // per-operation latency, if measured
-	peakMem  uint64
-	failures int
+	name    string
+	entries int
+	bytes   int64
+	elapsed time.Duration
+	lat     []time.Duration // per-operation latency, if measured
+	peakMem uint64
 }
 
 func runBench(ctx context.Context, f benchFlags, out io.Writer) error {

@@ -64,7 +64,7 @@ func printStatus(out io.Writer, st server.Status) {
 		fmt.Fprintf(tw, "replication\t%s\n", mode)
 	}
 	if p := st.Primary; p != nil {
-		fmt.Fprintf(tw, "primary\t%s\n", p.Addr)
+		fmt.Fprintf(tw, "primary\t%s\n", p.Primary)
 		fmt.Fprintf(tw, "state\t%s (connected: %v)\n", p.State, p.Connected)
 		primarySince := "unknown"
 		if p.PrimarySince >= 0 {

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/flume-go/flume/repl"
 	"github.com/flume-go/flume/server"
 )
 
@@ -29,7 +30,7 @@ func TestStatus(t *testing.T) {
 
 func TestPrintStatusFollowers(t *testing.T) {
 	var b strings.Builder
-	printStatus(&b, server.Status{Role: "primary", NodeID: "p", Since: 10, Followers: []server.FollowerStatus{
+	printStatus(&b, server.Status{Role: "primary", NodeID: "p", Since: 10, Followers: []repl.FollowerStatus{
 		{NodeID: "f1", Addr: "127.0.0.1:5000", Connected: true, AckedSeq: 10},
 		{NodeID: "f2", Addr: "127.0.0.1:5001", AckedSeq: 4, LagEntries: 6, LagBytes: 600, LagSeconds: 1.5},
 	}})
@@ -40,7 +41,8 @@ func TestPrintStatusFollowers(t *testing.T) {
 		}
 	}
 	b.Reset()
-	printStatus(&b, server.Status{Role: "follower", Primary: &server.UpstreamStatus{Addr: "h:1", State: "streaming", Connected: true, PrimarySince: 9, Since: 9}})
+	printStatus(&b, server.Status{Role: "follower", Primary: &server.UpstreamStatus{UpstreamStatus: repl.UpstreamStatus{
+		Primary: "h:1", State: "streaming", Connected: true, PrimarySince: 9, Since: 9}}})
 	if !strings.Contains(b.String(), "h:1") || !strings.Contains(b.String(), "0 entries") {
 		t.Errorf("follower status:\n%s", b.String())
 	}
