@@ -94,11 +94,28 @@ func (w *wire) read(buf []byte) (MsgType, []byte, error) {
 			stopped := w.dl.stopped
 			w.dl.Unlock()
 			if !stopped {
-				return 0, body, fmt.Errorf("repl: peer silent for %v, considered dead: %w", w.deadAfter, err)
+				return 0, body, fmt.Errorf("%w: silent for %v: %w", errPeerDead, w.deadAfter, err)
 			}
 		}
 	}
 	return t, body, err
+}
+
+// errPeerDead marks a connection dropped because the peer sent nothing for
+// DeadAfter. The peer is told (CodeDead) in case only one direction died.
+var errPeerDead = errors.New("repl: peer considered dead")
+
+// sendCause tells the peer, best-effort, why this side ends the connection:
+// a protocol violation it found (not one the peer reported), or the peer's
+// silence. Other causes (shutdown, network errors) are not sent.
+func (w *wire) sendCause(err error) {
+	var pe *ProtocolError
+	switch {
+	case errors.As(err, &pe) && !pe.FromPeer:
+		w.sendError(errorMsg{Code: pe.Code, Message: err.Error()})
+	case errors.Is(err, errPeerDead):
+		w.sendError(errorMsg{Code: CodeDead, Message: err.Error()})
+	}
 }
 
 // sendError sends an Error message best-effort, with a short deadline.

@@ -12,8 +12,9 @@ var (
 	// ErrServerClosed is returned by Serve and ServeConn after Close, and
 	// by WaitAcked once the Primary is closed.
 	ErrServerClosed = errors.New("repl: server closed")
-	// ErrClosed is returned by a Follower's methods after Close.
-	ErrClosed = errors.New("repl: follower closed")
+	// ErrClosed is returned by a Follower's methods after Close. It wraps
+	// flume.ErrClosed, so errors.Is(err, flume.ErrClosed) holds too.
+	ErrClosed = fmt.Errorf("repl: follower closed: %w", flume.ErrClosed)
 	// ErrAuth marks a failed authentication: the peer does not know the
 	// shared secret, or only one side has one, or TLS client
 	// authentication failed.
@@ -47,7 +48,7 @@ const (
 	CodeCorrupt     Code = 9  // an entry failed its CRC or chain check
 	CodeShutdown    Code = 10 // the sender is closing
 	CodeInternal    Code = 11 // the sender failed locally (e.g. reading its log)
-	CodeDead        Code = 12 // the peer was silent for longer than DeadAfter
+	CodeDead        Code = 12 // the sender heard nothing from the receiver for longer than DeadAfter
 )
 
 var codeNames = [...]string{
@@ -156,6 +157,8 @@ func peerError(m errorMsg) error {
 		return &RefusedError{Reason: m.Code, Local: m.Receiver, Remote: m.Sender, Message: m.Message, FromPeer: true}
 	case CodeProtocol, CodeBadPosition, CodeCorrupt:
 		return &ProtocolError{Code: m.Code, Reason: m.Message, FromPeer: true}
+	case CodeDead:
+		return fmt.Errorf("repl: the peer heard nothing from this side for too long and closed the connection: %s", m.Message)
 	}
 	return fmt.Errorf("repl: peer closed the connection (%s): %s", m.Code, m.Message)
 }

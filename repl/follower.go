@@ -64,7 +64,10 @@ func NewFollower(db *flume.DB, addr string, opts *Options) (*Follower, error) {
 	if db == nil {
 		return nil, errors.New("repl: NewFollower: nil DB")
 	}
-	o := opts.withDefaults(db)
+	o, err := opts.withDefaults(db)
+	if err != nil {
+		return nil, err
+	}
 	if o.Dial == nil && addr == "" {
 		return nil, errors.New("repl: NewFollower: no primary address and no Dial function")
 	}
@@ -254,10 +257,7 @@ func (f *Follower) connect() (streamed bool, err error) {
 		err = e
 	}
 	if err != nil && f.ctx.Err() == nil {
-		var pe *ProtocolError
-		if errors.As(err, &pe) && !pe.FromPeer {
-			w.sendError(errorMsg{Code: pe.Code, Message: err.Error()})
-		}
+		w.sendCause(err)
 	}
 	if f.ctx.Err() != nil {
 		err = ErrClosed

@@ -665,6 +665,24 @@ func TestDeadPeerDetected(t *testing.T) {
 		if d := time.Since(t0); d > 2*fastOpts().DeadAfter {
 			t.Fatalf("dropped after %v, DeadAfter is %v", d, fastOpts().DeadAfter)
 		}
+		// The primary says why, in case only this direction died.
+		for {
+			typ, body, err := raw.read()
+			if err != nil {
+				t.Fatalf("connection ended without an Error message: %v", err)
+			}
+			if typ != MsgError {
+				continue // heartbeats sent before the primary gave up
+			}
+			m, err := decodeError(body)
+			if err != nil || m.Code != CodeDead {
+				t.Fatalf("Error message %+v, %v; want code %s", m, err, CodeDead)
+			}
+			if perr := peerError(m); !strings.Contains(perr.Error(), "heard nothing") {
+				t.Fatalf("peerError(%+v) = %v", m, perr)
+			}
+			break
+		}
 	})
 	t.Run("silent primary", func(t *testing.T) {
 		var conns atomic.Int32

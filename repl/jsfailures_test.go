@@ -75,15 +75,6 @@ func (h *harness) mustFollow(fdb *flume.DB) stopper {
 	return s
 }
 
-// primary returns the Primary serving h.pdb (for pipe: the links' one).
-func primaryOf(s stopper) *Primary {
-	switch v := s.(type) {
-	case *Link:
-		return v.Primary()
-	}
-	return nil
-}
-
 // Row 1: restart replication while follower appends are in flight. JS: up to
 // 19,999 duplicates in 20,000. flume: the follower appends only since+1 and
 // resumes from its log's end, so there are none.

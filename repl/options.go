@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -13,8 +14,11 @@ import (
 	"github.com/flume-go/flume"
 )
 
-// Options configure a Primary or a Follower; nil means defaults. Both sides
-// of a connection must agree on Secret (both nil, or the same bytes).
+// Options configure a Primary or a Follower; nil means defaults, and so
+// does every zero field. A value that has no meaning (negative, or bounds in
+// the wrong order) is refused by NewPrimary, NewFollower and Replicate with
+// an error naming the field. Both sides of a connection must agree on
+// Secret (both nil, or the same bytes).
 type Options struct {
 	// NodeID names this node to its peers (status tables, logs). Default:
 	// random. A follower that keeps its ID across restarts is shown as one
@@ -31,8 +35,10 @@ type Options struct {
 	// Heartbeat is how often a quiet side sends a heartbeat. Default 500ms.
 	Heartbeat time.Duration
 	// DeadAfter is how long a peer may stay silent before the connection
-	// is dropped as dead; it also bounds the handshake. Default 3s, six
-	// heartbeats, so that one delayed packet does not kill a connection.
+	// is dropped as dead; it also bounds the handshake. It must be at least
+	// two heartbeats, so that one delayed packet does not kill a
+	// connection. Default 3s (six default heartbeats), or two heartbeats if
+	// that is longer.
 	DeadAfter time.Duration
 	// Logger receives connection events (auth failures, refusals,
 	// reconnects). Default: the DB's logger.
@@ -42,7 +48,8 @@ type Options struct {
 	// net.Dialer to the address given to NewFollower (then TLS, if set).
 	Dial func(ctx context.Context) (net.Conn, error)
 	// MinBackoff and MaxBackoff (Follower only) bound the reconnect delay,
-	// which doubles after each failure and is jittered. Defaults 50ms, 2s.
+	// which doubles after each failure and is jittered. Defaults 50ms, 2s;
+	// MaxBackoff may not be less than MinBackoff.
 	MinBackoff, MaxBackoff time.Duration
 
 	// MaxInFlight (Primary only) bounds the bytes of entries sent to one
@@ -57,7 +64,59 @@ type Options struct {
 	MaxBatchBytes, MaxBatchEntries int
 }
 
-func (o *Options) withDefaults(db *flume.DB) Options {
+// validate reports the first option that has no meaning (a negative
+// duration or size, a NodeID too long for the wire, bounds given in the
+// wrong order), naming the field, as raft's ValidateConfig does. Zero
+// values are always valid: they take the defaults.
+func (o *Options) validate() error {
+	if o == nil {
+		return nil
+	}
+	bad := func(field string, format string, args ...any) error {
+		return fmt.Errorf("repl: invalid Options.%s: %s", field, fmt.Sprintf(format, args...))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"Heartbeat", o.Heartbeat}, {"DeadAfter", o.DeadAfter}, {"MinBackoff", o.MinBackoff}, {"MaxBackoff", o.MaxBackoff}} {
+		if d.v < 0 {
+			return bad(d.name, "%v is negative", d.v)
+		}
+	}
+	for _, n := range []struct {
+		name string
+		v    int
+	}{{"MaxInFlight", o.MaxInFlight}, {"MaxBatchBytes", o.MaxBatchBytes}, {"MaxBatchEntries", o.MaxBatchEntries}} {
+		if n.v < 0 {
+			return bad(n.name, "%d is negative", n.v)
+		}
+	}
+	if len(o.NodeID) > maxStringLen {
+		return bad("NodeID", "%d bytes, at most %d", len(o.NodeID), maxStringLen)
+	}
+	if o.DeadAfter > 0 && o.DeadAfter < 2*o.heartbeat() {
+		return bad("DeadAfter", "%v is less than two heartbeats (%v): one late heartbeat would drop the connection", o.DeadAfter, o.heartbeat())
+	}
+	if o.MinBackoff > 0 && o.MaxBackoff > 0 && o.MaxBackoff < o.MinBackoff {
+		return bad("MaxBackoff", "%v is less than MinBackoff %v", o.MaxBackoff, o.MinBackoff)
+	}
+	return nil
+}
+
+func (o *Options) heartbeat() time.Duration {
+	if o.Heartbeat > 0 {
+		return o.Heartbeat
+	}
+	return 500 * time.Millisecond
+}
+
+// withDefaults validates o and fills in the defaults. A default that would
+// contradict a value given (DeadAfter below two given heartbeats, MaxBackoff
+// below a given MinBackoff) follows the given value instead.
+func (o *Options) withDefaults(db *flume.DB) (Options, error) {
+	if err := o.validate(); err != nil {
+		return Options{}, err
+	}
 	var r Options
 	if o != nil {
 		r = *o
@@ -67,17 +126,9 @@ func (o *Options) withDefaults(db *flume.DB) Options {
 		rand.Read(b[:])
 		r.NodeID = "node-" + hex.EncodeToString(b[:])
 	}
-	if len(r.NodeID) > maxStringLen {
-		r.NodeID = r.NodeID[:maxStringLen]
-	}
-	if r.Heartbeat <= 0 {
-		r.Heartbeat = 500 * time.Millisecond
-	}
-	if r.DeadAfter <= 0 {
-		r.DeadAfter = 3 * time.Second
-	}
-	if r.DeadAfter < 2*r.Heartbeat {
-		r.DeadAfter = 2 * r.Heartbeat
+	r.Heartbeat = r.heartbeat()
+	if r.DeadAfter == 0 {
+		r.DeadAfter = max(3*time.Second, 2*r.Heartbeat)
 	}
 	if r.Logger == nil {
 		if db != nil {
@@ -86,25 +137,22 @@ func (o *Options) withDefaults(db *flume.DB) Options {
 			r.Logger = slog.New(slog.DiscardHandler)
 		}
 	}
-	if r.MinBackoff <= 0 {
-		r.MinBackoff = 50 * time.Millisecond
+	if r.MinBackoff == 0 {
+		r.MinBackoff = min(50*time.Millisecond, max(r.MaxBackoff, time.Millisecond))
 	}
-	if r.MaxBackoff <= 0 {
-		r.MaxBackoff = 2 * time.Second
+	if r.MaxBackoff == 0 {
+		r.MaxBackoff = max(2*time.Second, r.MinBackoff)
 	}
-	if r.MaxBackoff < r.MinBackoff {
-		r.MaxBackoff = r.MinBackoff
-	}
-	if r.MaxInFlight <= 0 {
+	if r.MaxInFlight == 0 {
 		r.MaxInFlight = 8 << 20
 	}
-	if r.MaxBatchBytes <= 0 {
+	if r.MaxBatchBytes == 0 {
 		r.MaxBatchBytes = 256 << 10
 	}
-	if r.MaxBatchEntries <= 0 {
+	if r.MaxBatchEntries == 0 {
 		r.MaxBatchEntries = 1024
 	}
-	return r
+	return r, nil
 }
 
 // Stats are cumulative counters of a Primary or a Follower.

@@ -77,7 +77,10 @@ func NewPrimary(db *flume.DB, opts *Options) (*Primary, error) {
 }
 
 func newPrimary(db *flume.DB, opts *Options, owned bool) (*Primary, error) {
-	o := opts.withDefaults(db)
+	o, err := opts.withDefaults(db)
+	if err != nil {
+		return nil, err
+	}
 	p := &Primary{db: db, opts: o, log: o.Logger.With("component", "repl.primary", "node", o.NodeID), done: make(chan struct{}), owned: owned}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.mu.listeners = make(map[net.Listener]struct{})
@@ -123,7 +126,7 @@ func (p *Primary) Serve(ln net.Listener) error {
 				return ErrServerClosed
 			}
 			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, errTemporary) {
+			if errors.As(err, &ne) && ne.Timeout() {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				select {
 				case <-time.After(delay):
@@ -141,8 +144,6 @@ func (p *Primary) Serve(ln net.Listener) error {
 		}
 	}
 }
-
-var errTemporary = errors.New("temporary")
 
 // goServe serves c on a goroutine owned by the Primary; false if closed.
 func (p *Primary) goServe(c net.Conn) bool {
@@ -237,10 +238,7 @@ func (p *Primary) serveConn(conn net.Conn) (err error) {
 		w.sendError(errorMsg{Code: CodeShutdown, Message: "primary is shutting down"})
 		err = ErrServerClosed
 	} else if err != nil {
-		var pe *ProtocolError
-		if errors.As(err, &pe) && !pe.FromPeer {
-			w.sendError(errorMsg{Code: pe.Code, Message: err.Error()})
-		}
+		w.sendCause(err)
 		p.log.Info("repl: follower disconnected", "follower", remote.NodeID, "remote", addr, "err", err)
 	}
 	return err
