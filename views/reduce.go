@@ -87,11 +87,11 @@ type Reduce[S any] struct {
 	host   flume.ViewHost
 	closed bool
 
-	// saveMu serialises saves; it guards saved, lastSave and saveErr.
+	// saveMu serialises saves; it guards saved and lastSave. A failed save
+	// leaves saved as it was, so the next Save (and Close) tries again.
 	saveMu   sync.Mutex
 	saved    int64 // since of the state in the file (-2: unknown, save on Close)
 	lastSave time.Time
-	saveErr  error // last save error, returned by Close if not cleared
 	logger   *slog.Logger
 }
 
@@ -329,15 +329,13 @@ func (r *Reduce[S]) save() error {
 	st, err := r.codec.Marshal(r.state)
 	r.foldMu.RUnlock()
 	if err != nil {
-		r.saveErr = fmt.Errorf("views: reduce: encode state at %d: %w", since, err)
-		return r.saveErr
+		return fmt.Errorf("views: reduce: encode state at %d: %w", since, err)
 	}
 	b := appendReduceFile(nil, reduceFile{version: r.version, since: since, hash: hash, state: st})
 	if err := vfs.WriteFileAtomic(r.fs, r.path, b); err != nil {
-		r.saveErr = fmt.Errorf("views: reduce: save: %w", err)
-		return r.saveErr
+		return fmt.Errorf("views: reduce: save: %w", err)
 	}
-	r.saved, r.lastSave, r.saveErr = since, time.Now(), nil
+	r.saved, r.lastSave = since, time.Now()
 	return nil
 }
 
