@@ -43,6 +43,7 @@ import (
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/repl"
+	"github.com/flume-go/flume/vfs"
 )
 
 // ErrServerClosed is returned by Serve after Shutdown or Close.
@@ -79,7 +80,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{cfg: cfg, logger: cfg.Logger}
 	var err error
 	if cfg.NodeID == "" {
-		if cfg.NodeID, err = loadNodeID(cfg.DataDir); err != nil {
+		if cfg.NodeID, err = loadNodeID(vfs.Default, cfg.DataDir); err != nil {
 			return nil, err
 		}
 		s.cfg.NodeID = cfg.NodeID
@@ -133,17 +134,20 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// loadNodeID reads DataDir/node-id, creating it with a random ID on first
-// start.
-func loadNodeID(dir string) (string, error) {
+// loadNodeID reads dir/node-id on fsys, creating it with a random ID on
+// first start. The file is written with vfs.WriteFileAtomic (temp file,
+// fsync, rename, directory fsync): an ID returned is durable, and a crash
+// while creating it leaves no file (the next start draws a new ID, as
+// nothing was announced under the lost one) or the whole ID.
+func loadNodeID(fsys vfs.FS, dir string) (string, error) {
 	if dir == "" {
 		return "node-" + randomHex(6), nil
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := fsys.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("server: create data directory: %w", err)
 	}
 	p := filepath.Join(dir, "node-id")
-	b, err := os.ReadFile(p)
+	b, err := vfs.ReadFile(fsys, p)
 	if err == nil {
 		if id := strings.TrimSpace(string(b)); id != "" {
 			return id, nil
@@ -152,11 +156,7 @@ func loadNodeID(dir string) (string, error) {
 		return "", fmt.Errorf("server: read node ID: %w", err)
 	}
 	id := "node-" + randomHex(6)
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o644); err != nil {
-		return "", fmt.Errorf("server: write node ID: %w", err)
-	}
-	if err := os.Rename(tmp, p); err != nil {
+	if err := vfs.WriteFileAtomic(fsys, p, []byte(id+"\n")); err != nil {
 		return "", fmt.Errorf("server: write node ID: %w", err)
 	}
 	return id, nil

@@ -121,15 +121,37 @@ func (osFS) List(dir string) ([]string, error) {
 
 func (osFS) Lock(name string) (io.Closer, error) { return lockFile(name) }
 
-// WriteFileAtomic writes data to name durably: it writes name+".tmp",
-// syncs it, renames it over name and syncs the directory, so that after a
-// crash name holds either its old content or data, never a mix.
-func WriteFileAtomic(fs FS, name string, data []byte) error {
+// WriteFileAtomic replaces name with data durably and atomically, the
+// standard crash-safe replace: it writes data to name+".tmp" (created or
+// truncated), syncs and closes it, renames it over name and syncs name's
+// directory.
+//
+// Guarantees, for a name whose previous content (if any) was itself durable:
+//   - After a crash at any point, name holds either its previous content
+//     or data, never a mix, a prefix or an empty file; if name did not
+//     exist, it is either still absent or holds data.
+//   - When WriteFileAtomic returns nil, data is durable under name.
+//   - When it returns an error, name holds its previous content, or data if
+//     the rename succeeded and only the directory sync after it failed
+//     (then the replace is visible but may not survive a crash). The temp
+//     file of a failure before the rename is removed (best effort; a crash
+//     may still leave one behind, and the next call overwrites it).
+//
+// name+".tmp" belongs to WriteFileAtomic: callers must not use that name
+// for anything else, nor replace the same name from two goroutines at once.
+// The file is created with FS.Create's permissions (0644 on the OS).
+func WriteFileAtomic(fs FS, name string, data []byte) (err error) {
 	tmp := name + ".tmp"
 	f, err := fs.Create(tmp)
 	if err != nil {
 		return err
 	}
+	renamed := false
+	defer func() {
+		if err != nil && !renamed {
+			fs.Remove(tmp) // best effort: the error being returned matters more
+		}
+	}()
 	if _, err := f.WriteAt(data, 0); err != nil {
 		f.Close()
 		return err
@@ -144,6 +166,7 @@ func WriteFileAtomic(fs FS, name string, data []byte) error {
 	if err := fs.Rename(tmp, name); err != nil {
 		return err
 	}
+	renamed = true
 	return SyncDir(fs, filepath.Dir(name))
 }
 
@@ -161,7 +184,8 @@ func SyncDir(fs FS, dir string) error {
 	return d.Close()
 }
 
-// ReadFile reads the whole of name.
+// ReadFile reads the whole of name. A missing name gives an error for which
+// errors.Is(err, fs.ErrNotExist) holds.
 func ReadFile(fs FS, name string) ([]byte, error) {
 	f, err := fs.Open(name)
 	if err != nil {

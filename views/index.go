@@ -408,12 +408,11 @@ type IndexIter struct {
 	buf        []Match
 	pos        int
 
-	stream  *flume.Stream // live part
-	pending []Match       // live matches of the current entry
-	count   int
-	cur     Match
-	err     error
-	done    bool
+	stream *flume.Stream // live part
+	count  int
+	cur    Match
+	err    error
+	done   bool
 }
 
 // Next advances to the next match. It returns false at the end (never, for

@@ -9,12 +9,11 @@ import (
 	"hash/crc32"
 	"io/fs"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/vfs"
 )
 
 // ReduceFunc folds one entry into the state and returns the new state. It is
@@ -54,14 +53,21 @@ type ReduceOptions[S any] struct {
 	// after a crash. Negative saves after every Apply batch. The state is
 	// always saved on Close and by Save.
 	SaveInterval time.Duration
+	// FS is the filesystem the state file is read from and written to.
+	// Default vfs.Default (the operating system's); tests pass a vfs.MemFS
+	// to simulate crashes or an errorfs.FS to inject failures.
+	FS vfs.FS
 }
 
 // Reduce is a view that folds every entry of the log into one state value
 // of type S (flumedb's flumeview-reduce). Its state and since are saved
-// together in one file, atomically (written to a temp file, fsynced,
-// renamed over the old one, directory fsynced), with a CRC and the
-// version string. Create it with NewReduce and attach it with DB.Use.
+// together in one file, atomically (vfs.WriteFileAtomic: written to
+// path+".tmp", fsynced, renamed over the old one, directory fsynced), with
+// a CRC and the version string, so that after a crash the file holds a
+// state the view really had with its own since. Create it with NewReduce
+// and attach it with DB.Use.
 type Reduce[S any] struct {
+	fs            vfs.FS
 	path, version string
 	initial       func() S
 	fn            ReduceFunc[S]
@@ -81,11 +87,11 @@ type Reduce[S any] struct {
 	host   flume.ViewHost
 	closed bool
 
-	// saveMu serialises saves; it guards saved, lastSave and saveErr.
+	// saveMu serialises saves; it guards saved and lastSave. A failed save
+	// leaves saved as it was, so the next Save (and Close) tries again.
 	saveMu   sync.Mutex
 	saved    int64 // since of the state in the file (-2: unknown, save on Close)
 	lastSave time.Time
-	saveErr  error // last save error, returned by Close if not cleared
 	logger   *slog.Logger
 }
 
@@ -101,9 +107,12 @@ func NewReduce[S any](path, version string, initial func() S, fn ReduceFunc[S], 
 	if initial == nil {
 		initial = func() S { var s S; return s }
 	}
-	r := &Reduce[S]{path: path, version: version, initial: initial, fn: fn, codec: JSONCodec[S]{},
+	r := &Reduce[S]{fs: vfs.Default, path: path, version: version, initial: initial, fn: fn, codec: JSONCodec[S]{},
 		saveInterval: time.Second, since: -1, saved: -1, logger: slog.New(slog.DiscardHandler)}
 	if opts != nil {
+		if opts.FS != nil {
+			r.fs = opts.FS
+		}
 		if opts.Codec != nil {
 			r.codec = opts.Codec
 		}
@@ -136,7 +145,7 @@ func (r *Reduce[S]) Open(host flume.ViewHost) error {
 	if r.path == "" {
 		return nil
 	}
-	b, err := os.ReadFile(r.path)
+	b, err := vfs.ReadFile(r.fs, r.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -179,7 +188,9 @@ func (r *Reduce[S]) SinceHash() flume.Hash {
 }
 
 // Apply implements flume.View: it folds the batch under the write lock, then
-// saves the state if SaveInterval has passed.
+// saves the state if SaveInterval has passed. A failed save does not fail
+// Apply: it is logged, retried after the next batch, and returned by Save
+// and Close until a save succeeds.
 func (r *Reduce[S]) Apply(entries []flume.Entry) error {
 	r.foldMu.Lock()
 	st, n := r.state, 0
@@ -290,7 +301,11 @@ func rlockCtx(ctx context.Context, mu *sync.RWMutex) error {
 }
 
 // Save writes the state and its since to the file now, if they changed
-// since the last save. It is safe to call concurrently with the feed.
+// since the last save. It is safe to call concurrently with the feed. When
+// it returns an error the view keeps serving from memory, and the file
+// still holds the state of the last successful save (or, if only the final
+// directory sync failed, the new one, which a crash may undo): either way a
+// state the view had, with its since.
 func (r *Reduce[S]) Save() error {
 	if r.path == "" {
 		return nil
@@ -314,15 +329,13 @@ func (r *Reduce[S]) save() error {
 	st, err := r.codec.Marshal(r.state)
 	r.foldMu.RUnlock()
 	if err != nil {
-		r.saveErr = fmt.Errorf("views: reduce: encode state at %d: %w", since, err)
-		return r.saveErr
+		return fmt.Errorf("views: reduce: encode state at %d: %w", since, err)
 	}
 	b := appendReduceFile(nil, reduceFile{version: r.version, since: since, hash: hash, state: st})
-	if err := writeFileAtomic(r.path, b); err != nil {
-		r.saveErr = fmt.Errorf("views: reduce: save: %w", err)
-		return r.saveErr
+	if err := vfs.WriteFileAtomic(r.fs, r.path, b); err != nil {
+		return fmt.Errorf("views: reduce: save: %w", err)
 	}
-	r.saved, r.lastSave, r.saveErr = since, time.Now(), nil
+	r.saved, r.lastSave = since, time.Now()
 	return nil
 }
 
@@ -334,44 +347,6 @@ func (r *Reduce[S]) Close() error {
 	r.closed = true
 	r.mu.Unlock()
 	return err
-}
-
-// writeFileAtomic replaces path with b so that a crash leaves either the old
-// or the new content: temp file, fsync, rename, fsync of the directory
-// (without the last step the rename itself may be lost).
-func writeFileAtomic(path string, b []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	ok := false
-	defer func() {
-		if !ok {
-			f.Close()
-			os.Remove(tmp)
-		}
-	}()
-	if _, err := f.Write(b); err != nil {
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	ok = true
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // The reduce state file:
