@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/internal/testutil"
 	"github.com/flume-go/flume/memlog"
 	"github.com/flume-go/flume/repl"
 )
@@ -122,7 +123,7 @@ func TestTLSClientCertsRefusedAndCounted(t *testing.T) {
 			db, f := follow(tc.cert)
 			defer db.Close()
 			defer f.Close()
-			if !waitFor(10*time.Second, func() bool { return prim.Stats().AuthFailures > before }) {
+			if !testutil.Poll(10*time.Second, func() bool { return prim.Stats().AuthFailures > before }) {
 				t.Fatalf("primary did not count the refusal: %+v; follower %+v", prim.Stats(), f.Status())
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
