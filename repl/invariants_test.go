@@ -6,17 +6,11 @@ package repl
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	mrand "math/rand/v2"
 	"net"
 	"runtime"
@@ -26,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flume-go/flume/internal/testpki"
 	"github.com/flume-go/flume/memlog"
 
 	"github.com/flume-go/flume"
@@ -397,47 +392,12 @@ func TestAuthRefused(t *testing.T) {
 	}
 }
 
-// testPKI makes a CA and leaf certificates for TLS tests.
-type testPKI struct {
-	pool *x509.CertPool
-	ca   *x509.Certificate
-	key  *ecdsa.PrivateKey
-}
-
-func newTestPKI(t *testing.T) *testPKI {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "flume test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return &testPKI{pool: pool, ca: ca, key: key}
-}
-
-func (p *testPKI) leaf(t *testing.T, name string, usage x509.ExtKeyUsage) tls.Certificate {
-	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 // TLS with client certificates required: a follower with a certificate
 // from the CA replicates; one without is refused and counted.
 func TestTLSClientCertRequired(t *testing.T) {
-	pki := newTestPKI(t)
-	server := &tls.Config{Certificates: []tls.Certificate{pki.leaf(t, "primary", x509.ExtKeyUsageServerAuth)},
-		ClientCAs: pki.pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
+	pki := testpki.New(t)
+	server := &tls.Config{Certificates: []tls.Certificate{pki.Server(t, "primary")},
+		ClientCAs: pki.Pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 	pdb := newMemDB(t)
 	appendN(t, pdb, 20, "tls")
 	popts := fastOpts()
@@ -445,7 +405,7 @@ func TestTLSClientCertRequired(t *testing.T) {
 	prim, addr := servePrimary(t, pdb, popts)
 
 	noCert := fastOpts()
-	noCert.TLS = &tls.Config{RootCAs: pki.pool}
+	noCert.TLS = &tls.Config{RootCAs: pki.Pool}
 	fdb := newMemDB(t)
 	f, err := NewFollower(fdb, addr, noCert)
 	if err != nil {
@@ -471,7 +431,7 @@ func TestTLSClientCertRequired(t *testing.T) {
 	}
 
 	withCert := fastOpts()
-	withCert.TLS = &tls.Config{RootCAs: pki.pool, Certificates: []tls.Certificate{pki.leaf(t, "follower", x509.ExtKeyUsageClientAuth)}}
+	withCert.TLS = &tls.Config{RootCAs: pki.Pool, Certificates: []tls.Certificate{pki.Client(t, "follower")}}
 	fdb3 := newMemDB(t)
 	f, err = NewFollower(fdb3, addr, withCert)
 	if err != nil {
