@@ -18,9 +18,11 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/flume-go/flume/internal/testpki"
+	"github.com/flume-go/flume/internal/testutil"
 	"github.com/flume-go/flume/memlog"
 
 	"github.com/flume-go/flume"
@@ -421,10 +423,19 @@ func TestTLSClientCertRequired(t *testing.T) {
 	}
 	eventually(t, "the primary to count the TLS failure", func() bool { return prim.Stats().AuthFailures > 0 })
 
+	// A plain-TCP follower: once the primary has refused it (the positive
+	// signal that it tried), it must hold nothing.
 	plain := fastOpts()
 	fdb2 := newMemDB(t)
-	f, _ = NewFollower(fdb2, addr, plain)
-	time.Sleep(50 * time.Millisecond)
+	before := prim.Stats().AuthFailures
+	f, err = NewFollower(fdb2, addr, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the plain-TCP follower to be refused", func() bool {
+		return prim.Stats().AuthFailures > before && f.Status().LastError != ""
+	})
+	t.Logf("plain-TCP follower: %s", f.Status().LastError)
 	f.Close()
 	if fdb2.Since() != -1 {
 		t.Fatal("a plain-TCP follower received entries from a TLS primary")
@@ -693,16 +704,29 @@ func TestStatusLag(t *testing.T) {
 	eventually(t, "streaming", func() bool { return f.Status().State == StateStreaming })
 	appendN(t, pdb, 100, "x")
 	waitSince(t, fdb, 99)
+	// Acks up to 99 arrive before the gate closes, so the lag below is
+	// the 50 entries appended while it is closed.
+	eventually(t, "the primary to hear the ack of 99", func() bool {
+		st := prim.Followers()
+		return len(st) == 1 && st[0].AckedSeq == 99
+	})
 	gate.Store(true)
-	time.Sleep(10 * time.Millisecond)
 	appendN(t, pdb, 50, "lagging")
-	time.Sleep(100 * time.Millisecond) // sent, not acknowledged
-	st := prim.Followers()
-	if len(st) != 1 {
-		t.Fatalf("%d followers", len(st))
+	// Sent, not acknowledged: the lag in entries and bytes shows at once,
+	// and its age grows past 80ms.
+	var s FollowerStatus
+	lagging := func() bool {
+		st := prim.Followers()
+		if len(st) != 1 {
+			return false
+		}
+		s = st[0]
+		return s.LagEntries >= 50 && s.LagSeconds >= 0.08
 	}
-	s := st[0]
-	if s.NodeID != "f1" || !s.Connected || s.LagEntries < 50 || s.LagBytes < 50*int64(flume.FrameSize(9)) || s.LagSeconds < 0.08 {
+	if !testutil.Poll(2*time.Second, lagging) { // within gatedConn's 3s hold
+		t.Fatalf("lagging follower status %+v", s)
+	}
+	if s.NodeID != "f1" || !s.Connected || s.LagBytes < 50*int64(flume.FrameSize(9)) {
 		t.Fatalf("lagging follower status %+v", s)
 	}
 	gate.Store(false)
@@ -799,64 +823,120 @@ func (c *gatedConn) Write(b []byte) (int, error) {
 // Close is prompt even when a follower stopped reading and the primary's
 // writes are blocked on it.
 func TestCloseWithStalledFollower(t *testing.T) {
-	pdb := newMemDB(t)
-	appendN(t, pdb, 1, "x")
-	opts := fastOpts()
-	opts.DeadAfter = 30 * time.Second
-	p, err := NewPrimary(pdb, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln := listen(t)
-	done := make(chan error, 1)
-	go func() { done <- p.Serve(ln) }()
-	c, _ := net.Dial("tcp", ln.Addr().String())
-	raw := newRawPeer(t, c)
-	if _, _, err := raw.followerHandshake(nil, Hello{NodeID: "stalled", Since: -1}); err != nil {
-		t.Fatal(err)
-	}
-	big := bytes.Repeat([]byte{'z'}, 64<<10)
-	for i := 0; i < 200; i++ { // 12.5 MiB: more than the socket buffers hold
-		if _, err := pdb.Append(context.Background(), big); err != nil {
+	// Over net.Pipe every write waits for a reader, and synctest.Wait
+	// shows the sender blocked in its write before Close: this is the case
+	// the test names, proved rather than slept towards.
+	t.Run("pipe", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			pdb := newMemDB(t)
+			appendN(t, pdb, 1, "x")
+			opts := fastOpts()
+			opts.DeadAfter = 30 * time.Second
+			p, err := NewPrimary(pdb, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c, pc := net.Pipe()
+			done := make(chan error, 1)
+			go func() { done <- p.ServeConn(pc) }()
+			raw := newRawPeer(t, c)
+			if _, _, err := raw.followerHandshake(nil, Hello{NodeID: "stalled", Since: -1}); err != nil {
+				t.Fatal(err)
+			}
+			appendN(t, pdb, 3, "unread")
+			synctest.Wait() // everything that can run has: the primary is stuck writing
+			if st := p.Stats(); st.EntriesSent == 0 || len(done) != 0 {
+				t.Fatalf("the primary is not blocked sending: %+v, served %d", st, len(done))
+			}
+			t0 := time.Now()
+			p.Close()
+			if err := <-done; err != ErrServerClosed {
+				t.Fatalf("ServeConn: %v", err)
+			}
+			// Fake time moves only while every goroutine waits on a timer:
+			// Close must not wait for the 30s DeadAfter or the write
+			// deadline to free the sender.
+			if d := time.Since(t0); d > 2*time.Second {
+				t.Fatalf("Close took %v with a stalled follower", d)
+			}
+		})
+	})
+	// Over TCP a blocked write cannot be observed; the test streams more
+	// than the socket buffers hold to a peer that never reads, waits until
+	// the primary is sending to it, and closes.
+	t.Run("tcp", func(t *testing.T) {
+		pdb := newMemDB(t)
+		appendN(t, pdb, 1, "x")
+		opts := fastOpts()
+		opts.DeadAfter = 30 * time.Second
+		p, err := NewPrimary(pdb, opts)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	time.Sleep(50 * time.Millisecond)
-	t0 := time.Now()
-	p.Close()
-	if err := <-done; err != ErrServerClosed {
-		t.Fatalf("Serve: %v", err)
-	}
-	if d := time.Since(t0); d > 2*time.Second {
-		t.Fatalf("Close took %v with a stalled follower", d)
-	}
+		ln := listen(t)
+		done := make(chan error, 1)
+		go func() { done <- p.Serve(ln) }()
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := newRawPeer(t, c)
+		if _, _, err := raw.followerHandshake(nil, Hello{NodeID: "stalled", Since: -1}); err != nil {
+			t.Fatal(err)
+		}
+		big := bytes.Repeat([]byte{'z'}, 64<<10)
+		for i := 0; i < 200; i++ { // 12.5 MiB: more than the socket buffers hold
+			if _, err := pdb.Append(context.Background(), big); err != nil {
+				t.Fatal(err)
+			}
+		}
+		eventually(t, "the primary to stream to the stalled follower", func() bool { return p.Stats().EntriesSent > 1 })
+		t0 := time.Now()
+		p.Close()
+		if err := <-done; err != ErrServerClosed {
+			t.Fatalf("Serve: %v", err)
+		}
+		if d := time.Since(t0); d > 2*time.Second {
+			t.Fatalf("Close took %v with a stalled follower", d)
+		}
+	})
 }
 
 // Heartbeats keep an idle connection alive well past DeadAfter, in both
-// directions: no reconnects, one handshake.
+// directions: no reconnects, one handshake. Over the pipe the test runs in
+// a synctest bubble, so the idle time is fake: exactly 4×DeadAfter of
+// heartbeat ticks and deadlines, in no real time.
 func TestIdleConnectionStaysUp(t *testing.T) {
 	for _, tr := range transports {
 		t.Run(tr, func(t *testing.T) {
-			pdb, fdb := newMemDB(t), newMemDB(t)
-			h := newHarness(t, tr, pdb, fastOpts())
-			s := h.mustFollow(fdb)
-			defer s.Close()
-			time.Sleep(4 * fastOpts().DeadAfter)
-			var f *Follower
-			var p *Primary
-			if l, ok := s.(*Link); ok {
-				f, p = l.Follower(), l.Primary()
-			} else {
-				f, p = s.(*Follower), h.prim
+			if tr == "pipe" {
+				synctest.Test(t, func(t *testing.T) { idleConnectionStaysUp(t, tr) })
+				return
 			}
-			if st := f.Stats(); st.Reconnects != 0 || st.Handshakes != 1 {
-				t.Fatalf("idle follower reconnected: %+v (last error %q)", st, f.Status().LastError)
-			}
-			if st := p.Stats(); st.Handshakes != 1 {
-				t.Fatalf("primary saw %d handshakes", st.Handshakes)
-			}
-			appendN(t, pdb, 3, "after-idle")
-			waitSince(t, fdb, 2)
+			idleConnectionStaysUp(t, tr) // real sockets: the idle time is real
 		})
 	}
+}
+
+func idleConnectionStaysUp(t *testing.T, tr string) {
+	pdb, fdb := newMemDB(t), newMemDB(t)
+	h := newHarness(t, tr, pdb, fastOpts())
+	s := h.mustFollow(fdb)
+	defer s.Close()
+	time.Sleep(4 * fastOpts().DeadAfter)
+	var f *Follower
+	var p *Primary
+	if l, ok := s.(*Link); ok {
+		f, p = l.Follower(), l.Primary()
+	} else {
+		f, p = s.(*Follower), h.prim
+	}
+	if st := f.Stats(); st.Reconnects != 0 || st.Handshakes != 1 {
+		t.Fatalf("idle follower reconnected: %+v (last error %q)", st, f.Status().LastError)
+	}
+	if st := p.Stats(); st.Handshakes != 1 {
+		t.Fatalf("primary saw %d handshakes", st.Handshakes)
+	}
+	appendN(t, pdb, 3, "after-idle")
+	waitSince(t, fdb, 2)
 }

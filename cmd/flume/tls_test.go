@@ -2,6 +2,7 @@ package main
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,7 +28,18 @@ func TestServeTLSFlags(t *testing.T) {
 		return resp.StatusCode == 200, resp.Status
 	})
 	plain := startServeInProc(t, serveFlags{data: t.TempDir(), fsync: "never", follow: p.repl})
-	time.Sleep(300 * time.Millisecond) // a few refused attempts; nothing may arrive
+	// Nothing may arrive: asserted once the primary has refused the plain
+	// follower twice (its first attempt and a retry).
+	waitFor(t, "the primary to refuse the plain follower twice", 20*time.Second, func() (bool, string) {
+		_, m := httpDo(t, "GET", p.url+"/metrics", "", "", "")
+		for _, l := range strings.Split(m, "\n") {
+			if n, ok := strings.CutPrefix(l, "flume_repl_auth_failures_total "); ok {
+				f, err := strconv.ParseFloat(n, 64)
+				return err == nil && f >= 2, l
+			}
+		}
+		return false, "no flume_repl_auth_failures_total in /metrics"
+	})
 	if code, _ := httpDo(t, "GET", plain.url+"/log/0", "", "", ""); code != 404 {
 		t.Errorf("plain follower of a TLS primary has seq 0 (status %d)", code)
 	}
