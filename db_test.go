@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"go.uber.org/goleak"
@@ -112,73 +113,88 @@ func TestWaitSinceAnyOrder(t *testing.T) {
 	if err := db.WaitSince(ctx, 0); err != nil {
 		t.Fatal(err)
 	}
-	// Waiters beyond the end are released by Close with ErrClosed.
-	errc := make(chan error)
-	for range 3 {
-		go func() { errc <- db.WaitSince(context.Background(), 1e9) }()
-	}
-	time.Sleep(10 * time.Millisecond)
-	db.Close()
-	for range 3 {
-		if err := <-errc; !errors.Is(err, flume.ErrClosed) {
-			t.Fatalf("waiter after Close = %v, want ErrClosed", err)
+}
+
+// TestWaitSinceReleasedByClose: waiters blocked beyond the end are released
+// by Close with ErrClosed (not merely refused once the DB is closed).
+func TestWaitSinceReleasedByClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		db := openDB(t, nil)
+		fill(t, db, 1)
+		errc := make(chan error, 3)
+		for range 3 {
+			go func() { errc <- db.WaitSince(context.Background(), 1e9) }()
 		}
-	}
+		synctest.Wait() // every waiter is blocked in WaitSince
+		select {
+		case err := <-errc:
+			t.Fatalf("a waiter returned before Close: %v", err)
+		default:
+		}
+		db.Close()
+		for range 3 {
+			if err := <-errc; !errors.Is(err, flume.ErrClosed) {
+				t.Fatalf("waiter after Close = %v, want ErrClosed", err)
+			}
+		}
+	})
 }
 
 func TestChangedAndWatch(t *testing.T) {
-	db := openDB(t, nil)
-	s, ch := db.Changed()
-	if s != -1 {
-		t.Fatalf("Changed since = %d", s)
-	}
-	fill(t, db, 1)
-	select {
-	case <-ch:
-	case <-time.After(5 * time.Second):
-		t.Fatal("Changed channel not closed by an append")
-	}
-	var mu sync.Mutex
-	var seen []int64
-	got := make(chan struct{}, 100)
-	stop := db.Watch(func(s int64) {
-		mu.Lock()
-		seen = append(seen, s)
-		mu.Unlock()
-		got <- struct{}{}
-	})
-	<-got
-	fill(t, db, 20)
-	deadline := time.After(5 * time.Second)
-	for {
-		mu.Lock()
-		last := seen[len(seen)-1]
-		ok := slices.IsSorted(seen)
-		mu.Unlock()
-		if !ok {
-			t.Fatalf("Watch values not increasing: %v", seen)
+	synctest.Test(t, func(t *testing.T) {
+		db := openDB(t, nil)
+		s, ch := db.Changed()
+		if s != -1 {
+			t.Fatalf("Changed since = %d", s)
 		}
-		if last == 20 {
-			break
-		}
+		fill(t, db, 1)
 		select {
-		case <-got:
-		case <-deadline:
-			t.Fatalf("Watch never saw 20: %v", seen)
+		case <-ch:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Changed channel not closed by an append")
 		}
-	}
-	stop()
-	stop()
-	mu.Lock()
-	n := len(seen)
-	mu.Unlock()
-	fill(t, db, 5)
-	time.Sleep(10 * time.Millisecond)
-	mu.Lock()
-	defer mu.Unlock()
-	if len(seen) != n {
-		t.Fatalf("Watch called after stop: %v", seen[n:])
-	}
+		var mu sync.Mutex
+		var seen []int64
+		got := make(chan struct{}, 100)
+		stop := db.Watch(func(s int64) {
+			mu.Lock()
+			seen = append(seen, s)
+			mu.Unlock()
+			got <- struct{}{}
+		})
+		<-got
+		fill(t, db, 20)
+		deadline := time.After(5 * time.Second)
+		for {
+			mu.Lock()
+			last := seen[len(seen)-1]
+			ok := slices.IsSorted(seen)
+			mu.Unlock()
+			if !ok {
+				t.Fatalf("Watch values not increasing: %v", seen)
+			}
+			if last == 20 {
+				break
+			}
+			select {
+			case <-got:
+			case <-deadline:
+				t.Fatalf("Watch never saw 20: %v", seen)
+			}
+		}
+		stop()
+		stop()
+		mu.Lock()
+		n := len(seen)
+		mu.Unlock()
+		fill(t, db, 5)
+		synctest.Wait() // the watcher has run on those changes, or exited
+		mu.Lock()
+		defer mu.Unlock()
+		if len(seen) != n {
+			t.Fatalf("Watch called after stop: %v", seen[n:])
+		}
+	})
 }
 
 // TestCloseEverythingErrClosed: after Close every method reports ErrClosed,
@@ -479,20 +495,26 @@ func TestSyncAppend(t *testing.T) {
 		}
 	})
 	t.Run("close ends the wait", func(t *testing.T) {
-		db, _ := flume.Open(memlog.New(), &flume.Options{SyncReplicas: 1, SyncTimeout: time.Hour})
-		claimReplicator(t, db, &fakeReplicator{})
-		errc := make(chan error)
-		go func() { _, err := db.Append(ctx, []byte("a")); errc <- err }()
-		time.Sleep(20 * time.Millisecond)
-		db.Close()
-		select {
-		case err := <-errc:
-			if !errors.Is(err, flume.ErrNotReplicated) || !errors.Is(err, flume.ErrClosed) {
-				t.Fatalf("Append during Close = %v", err)
+		synctest.Test(t, func(t *testing.T) {
+			db, _ := flume.Open(memlog.New(), &flume.Options{SyncReplicas: 1, SyncTimeout: time.Hour})
+			rep := &fakeReplicator{}
+			claimReplicator(t, db, rep)
+			errc := make(chan error, 1)
+			go func() { _, err := db.Append(context.Background(), []byte("a")); errc <- err }()
+			synctest.Wait() // the append is blocked waiting for acks
+			if rep.calls.Load() != 1 || len(errc) != 0 {
+				t.Fatalf("append not waiting for acks: %d replicator calls, %d results", rep.calls.Load(), len(errc))
 			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("Close did not end the sync wait")
-		}
+			db.Close()
+			select {
+			case err := <-errc:
+				if !errors.Is(err, flume.ErrNotReplicated) || !errors.Is(err, flume.ErrClosed) {
+					t.Fatalf("Append during Close = %v", err)
+				}
+			case <-time.After(5 * time.Second): // in the bubble: fires only once nothing else can happen
+				t.Fatal("Close did not end the sync wait")
+			}
+		})
 	})
 }
 

@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/flume-go/flume"
@@ -226,26 +227,34 @@ func TestStreamLiveBoundsAndLimit(t *testing.T) {
 }
 
 func TestStreamLiveEndsWithCtxAndClose(t *testing.T) {
-	db := openDB(t, nil)
-	fill(t, db, 2)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s := db.Stream(ctx, flume.StreamOptions{Live: true})
-	errc := make(chan error)
-	go func() { _, err := collect(t, s); errc <- err }()
-	time.Sleep(10 * time.Millisecond)
-	cancel()
-	if err := <-errc; !errors.Is(err, context.Canceled) {
-		t.Fatalf("err = %v, want context.Canceled", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		db := openDB(t, nil)
+		fill(t, db, 2)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		s := db.Stream(ctx, flume.StreamOptions{Live: true})
+		errc := make(chan error, 1)
+		go func() { _, err := collect(t, s); errc <- err }()
+		synctest.Wait() // the stream has passed the end and waits for more
+		if len(errc) != 0 {
+			t.Fatalf("live stream ended before cancel: %v", <-errc)
+		}
+		cancel()
+		if err := <-errc; !errors.Is(err, context.Canceled) {
+			t.Fatalf("err = %v, want context.Canceled", err)
+		}
 
-	s = db.Stream(context.Background(), flume.StreamOptions{Live: true})
-	go func() { _, err := collect(t, s); errc <- err }()
-	time.Sleep(10 * time.Millisecond)
-	db.Close()
-	if err := <-errc; !errors.Is(err, flume.ErrClosed) {
-		t.Fatalf("err = %v, want ErrClosed", err)
-	}
+		s = db.Stream(context.Background(), flume.StreamOptions{Live: true})
+		go func() { _, err := collect(t, s); errc <- err }()
+		synctest.Wait()
+		if len(errc) != 0 {
+			t.Fatalf("live stream ended before Close: %v", <-errc)
+		}
+		db.Close()
+		if err := <-errc; !errors.Is(err, flume.ErrClosed) {
+			t.Fatalf("err = %v, want ErrClosed", err)
+		}
+	})
 }
 
 // A cancelled context also stops a non-live stream over a long range.

@@ -13,6 +13,7 @@ import (
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/internal/checker"
+	"github.com/flume-go/flume/internal/testutil"
 	"github.com/flume-go/flume/memlog"
 	"github.com/flume-go/flume/repl"
 )
@@ -151,7 +152,7 @@ func TestWrongSecretRefusedAndCounted(t *testing.T) {
 			// The follower may see the failure first (the primary's proof
 			// does not verify): the primary counts it when the follower
 			// hangs up.
-			if !waitFor(5*time.Second, func() bool { return c.prim.Stats().AuthFailures > before }) {
+			if !testutil.Poll(5*time.Second, func() bool { return c.prim.Stats().AuthFailures > before }) {
 				t.Fatalf("auth failures %d, want > %d", c.prim.Stats().AuthFailures, before)
 			}
 			if s := db.Since(); s != -1 || l.ID() != id {

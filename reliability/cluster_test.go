@@ -19,6 +19,7 @@ import (
 	"github.com/flume-go/flume/filelog"
 	"github.com/flume-go/flume/internal/checker"
 	"github.com/flume-go/flume/internal/netproxy"
+	"github.com/flume-go/flume/internal/testutil"
 	"github.com/flume-go/flume/memlog"
 	"github.com/flume-go/flume/repl"
 	"github.com/flume-go/flume/vfs"
@@ -165,7 +166,7 @@ func (c *cluster) startPrimary(addr string) {
 	var ln net.Listener
 	// Rebinding the same port after a restart may race the old
 	// listener's teardown for a moment.
-	if !waitFor(5*time.Second, func() bool { ln, err = net.Listen("tcp", addr); return err == nil }) {
+	if !testutil.Poll(5*time.Second, func() bool { ln, err = net.Listen("tcp", addr); return err == nil }) {
 		c.t.Fatalf("listen %s: %v", addr, err)
 	}
 	c.addr = ln.Addr().String()

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flume-go/flume/internal/checker"
+	"github.com/flume-go/flume/internal/testutil"
 )
 
 // TestReconnectCyclesNoLeak: a follower whose connection is reset through
@@ -31,13 +32,13 @@ func TestReconnectCyclesNoLeak(t *testing.T) {
 			// Silence both ways: the primary and the follower must each
 			// notice the dead peer (DeadAfter) and drop the connection.
 			m.proxy.Blackhole()
-			if !waitFor(5*time.Second, func() bool { return !m.f.Status().Connected }) {
+			if !testutil.Poll(5*time.Second, func() bool { return !m.f.Status().Connected }) {
 				t.Fatalf("follower never noticed the dead primary: %+v", m.f.Status())
 			}
 			m.proxy.ResetConns() // the TCP connection itself is still up
 			m.proxy.Unblackhole()
 		}
-		if !waitFor(10*time.Second, func() bool { return c.prim.Stats().Handshakes > before }) {
+		if !testutil.Poll(10*time.Second, func() bool { return c.prim.Stats().Handshakes > before }) {
 			t.Fatalf("cycle %d (%s): follower did not reconnect: %+v", n, how, m.f.Status())
 		}
 		c.appendOnce(0, 1, 1, "cycle-"+how+"-"+strconv.Itoa(n))
@@ -65,7 +66,7 @@ func TestReconnectCyclesNoLeak(t *testing.T) {
 		t.Fatal(rep.Err())
 	}
 	// Goroutines of closed connections exit shortly after the close.
-	if !waitFor(5*time.Second, func() bool { return runtime.NumGoroutine() <= baseG && countFDs() <= baseFD }) {
+	if !testutil.Poll(5*time.Second, func() bool { return runtime.NumGoroutine() <= baseG && countFDs() <= baseFD }) {
 		var buf bytes.Buffer
 		pprof.Lookup("goroutine").WriteTo(&buf, 1)
 		t.Fatalf("after %d reconnects: goroutines %d (baseline %d), fds %d (baseline %d)\n%s\n%s",

@@ -45,22 +45,6 @@ func rootName(name string) string {
 	return name
 }
 
-// waitFor polls cond every few milliseconds until it holds or d passes; it
-// returns whether it held. For state that has no event to wait on (another
-// process, goroutine counts).
-func waitFor(d time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(d)
-	for {
-		if cond() {
-			return true
-		}
-		if time.Now().After(deadline) {
-			return false
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // countFDs counts this process's open file descriptors.
 func countFDs() int {
 	ents, err := os.ReadDir("/proc/self/fd")

@@ -12,6 +12,7 @@ import (
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/internal/checker"
+	"github.com/flume-go/flume/internal/testutil"
 )
 
 // netRoundResult summarises one network-fault round.
@@ -186,7 +187,7 @@ func TestLostMessageDetected(t *testing.T) {
 	dropped := m.proxy.Stats().BytesDropped
 	c.appendOnce(0, 1, 0, "lost")
 	// The Entries message (56+ bytes of frame plus its header) is dropped.
-	if !waitFor(5*time.Second, func() bool { return m.proxy.Stats().BytesDropped >= dropped+flume.FrameHeaderSize }) {
+	if !testutil.Poll(5*time.Second, func() bool { return m.proxy.Stats().BytesDropped >= dropped+flume.FrameHeaderSize }) {
 		t.Fatal("the entry was never sent")
 	}
 	m.proxy.Unblackhole()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/internal/testutil"
 	"github.com/flume-go/flume/vfs"
 
 	"github.com/flume-go/flume/filelog"
@@ -62,7 +63,7 @@ func runPowerLossRoundOpts(t testing.TB, seed int64, crashes int, followerSync f
 		// successes in this phase (k=2 ones are the slowest).
 		target := c.acked.Load() + int64(200+rnd.Intn(3000))
 		t1, t2 := c.ackedByK[1].Load()+int64(1+rnd.Intn(5)), c.ackedByK[2].Load()+int64(1+rnd.Intn(5))
-		waitFor(10*time.Second, func() bool {
+		testutil.Poll(10*time.Second, func() bool {
 			return c.acked.Load() >= target && c.ackedByK[1].Load() >= t1 && c.ackedByK[2].Load() >= t2
 		})
 		fcancel()
@@ -195,7 +196,7 @@ func TestPowerLossPrimaryIntervalDetected(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	wg := c.runAppenders(ctx, 2, fmt.Sprintf("pi%d", seed))
 	target := c.acked.Load() + int64(500+rnd.Intn(3000))
-	waitFor(10*time.Second, func() bool { return c.acked.Load() >= target })
+	testutil.Poll(10*time.Second, func() bool { return c.acked.Load() >= target })
 	// A random crash moment, spanning a few of the primary's 100ms
 	// background fsyncs.
 	time.Sleep(time.Duration(rnd.Intn(500)) * time.Millisecond)
@@ -211,7 +212,7 @@ func TestPowerLossPrimaryIntervalDetected(t *testing.T) {
 	// that batches already received are appended).
 	before := make(map[string]checker.Replica)
 	for _, m := range c.fs {
-		if !waitFor(10*time.Second, func() bool { return !m.f.Status().Connected }) {
+		if !testutil.Poll(10*time.Second, func() bool { return !m.f.Status().Connected }) {
 			t.Fatalf("%s did not notice the dead primary: %+v", m.name, m.f.Status())
 		}
 		r, err := checker.FromLog(m.name, m.db.Log())
@@ -240,7 +241,7 @@ func TestPowerLossPrimaryIntervalDetected(t *testing.T) {
 	refused := 0
 	for _, m := range c.fs {
 		var outcome string
-		ok := waitFor(10*time.Second, func() bool {
+		ok := testutil.Poll(10*time.Second, func() bool {
 			st := m.f.Status()
 			switch {
 			case st.State == "refused":
@@ -320,7 +321,7 @@ func TestPowerLossBatchAtomicity(t *testing.T) {
 						}
 					}()
 				}
-				waitFor(5*time.Second, func() bool { return batches.Load() >= 100 })
+				testutil.Poll(5*time.Second, func() bool { return batches.Load() >= 100 })
 				clone := fs.CrashClone(vfs.CrashConfig{UnsyncedDataPercent: 100,
 					Rand: randv2.New(randv2.NewPCG(uint64(seed), uint64(trial)))})
 				cancel()

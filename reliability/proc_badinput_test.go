@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flume-go/flume/internal/testutil"
 )
 
 // metric reads one un-labelled value from a node's /metrics.
@@ -77,7 +79,7 @@ func TestProcessBadInput(t *testing.T) {
 	wg := pc.runClients(ctx, 2, fmt.Sprintf("b%d", seed))
 	defer func() { cancel(); wg.Wait() }()
 	target := pc.acked.Load() + 20
-	waitFor(10*time.Second, func() bool { return pc.acked.Load() >= target })
+	testutil.Poll(10*time.Second, func() bool { return pc.acked.Load() >= target })
 	before, err := pc.status(pc.primary)
 	if err != nil {
 		t.Fatal(err)
@@ -220,7 +222,7 @@ func TestProcessBadInput(t *testing.T) {
 		extra:   []string{"--secret-file", wrongSecret, "--log-level", "warn"}}
 	pc.startFresh(intruder)
 	defer pc.stop(intruder)
-	if !waitFor(10*time.Second, func() bool {
+	if !testutil.Poll(10*time.Second, func() bool {
 		v, err := pc.metric(pc.primary, "flume_repl_auth_failures_total")
 		return err == nil && v > replAuth0
 	}) {
@@ -245,7 +247,7 @@ func TestProcessBadInput(t *testing.T) {
 	logPhase("wrong-secret follower")
 	// The legitimate client kept working throughout.
 	target = pc.acked.Load() + 20
-	if !waitFor(10*time.Second, func() bool { return pc.acked.Load() >= target }) {
+	if !testutil.Poll(10*time.Second, func() bool { return pc.acked.Load() >= target }) {
 		t.Errorf("legitimate appends stalled after the hostile input")
 	}
 	cancel()
@@ -257,7 +259,7 @@ func TestProcessBadInput(t *testing.T) {
 	// the server's doing.)
 	pc.stop(intruder)
 	pc.client.CloseIdleConnections()
-	if !waitFor(15*time.Second, func() bool { return pc.primary.fds() <= baseFDs }) {
+	if !testutil.Poll(15*time.Second, func() bool { return pc.primary.fds() <= baseFDs }) {
 		t.Errorf("primary holds %d file descriptors after the attack, %d before:\n%s", pc.primary.fds(), baseFDs, pc.primary.fdList())
 	}
 	t.Logf("primary file descriptors: %d before the attack, %d after", baseFDs, pc.primary.fds())
@@ -352,7 +354,7 @@ func TestProcessSecondOpenerRefused(t *testing.T) {
 		}
 	}
 	target := pc.acked.Load() + 20
-	if !waitFor(10*time.Second, func() bool { return pc.acked.Load() >= target }) {
+	if !testutil.Poll(10*time.Second, func() bool { return pc.acked.Load() >= target }) {
 		t.Fatal("appends stalled after the second opener")
 	}
 	cancel()

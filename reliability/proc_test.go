@@ -26,6 +26,7 @@ import (
 	"github.com/flume-go/flume/filelog"
 	"github.com/flume-go/flume/internal/checker"
 	"github.com/flume-go/flume/internal/netproxy"
+	"github.com/flume-go/flume/internal/testutil"
 	"github.com/flume-go/flume/server"
 )
 
@@ -180,7 +181,7 @@ func (pc *procCluster) startFresh(n *node) {
 			n.replAddr = freePort(pc.t)
 		}
 		pc.start(n)
-		healthy := waitFor(20*time.Second, func() bool { return !n.running() || pc.healthy(n) })
+		healthy := testutil.Poll(20*time.Second, func() bool { return !n.running() || pc.healthy(n) })
 		if healthy && n.running() {
 			return
 		}
@@ -295,7 +296,7 @@ func (n *node) logTail() string {
 // moment to bind; a process that exits is a failure).
 func (pc *procCluster) waitHealthy(n *node) {
 	pc.t.Helper()
-	ok := waitFor(20*time.Second, func() bool { return !n.running() || pc.healthy(n) })
+	ok := testutil.Poll(20*time.Second, func() bool { return !n.running() || pc.healthy(n) })
 	if !ok || !n.running() {
 		pc.t.Fatalf("%s did not become healthy (running=%v); log:\n%s", n.name, n.running(), n.logTail())
 	}
@@ -545,7 +546,7 @@ func (pc *procCluster) status(n *node) (server.Status, error) {
 // and chain hash.
 func (pc *procCluster) waitCaughtUp(d time.Duration) error {
 	var last string
-	ok := waitFor(d, func() bool {
+	ok := testutil.Poll(d, func() bool {
 		ps, err := pc.status(pc.primary)
 		if err != nil {
 			last = err.Error()
@@ -756,7 +757,7 @@ func runProcRound(t testing.TB, seed int64, crashes int, netFaults bool, fsync s
 		// A random moment: wait until some more appends were acknowledged
 		// (an event), then a random extra delay.
 		target := pc.acked.Load() + int64(20+rnd.Intn(200))
-		waitFor(10*time.Second, func() bool { return pc.acked.Load() >= target })
+		testutil.Poll(10*time.Second, func() bool { return pc.acked.Load() >= target })
 		time.Sleep(time.Duration(rnd.Intn(200)) * time.Millisecond) // random crash moment
 		pause := time.Duration(rnd.Intn(300)) * time.Millisecond
 		switch victim := rnd.Intn(4); victim {
@@ -782,7 +783,7 @@ func runProcRound(t testing.TB, seed int64, crashes int, netFaults bool, fsync s
 	}
 	// Let the restarted cluster take appends again before stopping.
 	target := pc.acked.Load() + 50
-	waitFor(10*time.Second, func() bool { return pc.acked.Load() >= target })
+	testutil.Poll(10*time.Second, func() bool { return pc.acked.Load() >= target })
 	cancel()
 	wg.Wait()
 	res.kills = int(pc.kills.Load())
@@ -799,7 +800,7 @@ func runProcRound(t testing.TB, seed int64, crashes int, netFaults bool, fsync s
 		// the end, then compare.
 		end := pc.primarySince()
 		for _, tl := range []*tailer{tp, tf} {
-			if !waitFor(10*time.Second, func() bool { tl.mu.Lock(); defer tl.mu.Unlock(); return tl.last >= end }) {
+			if !testutil.Poll(10*time.Second, func() bool { tl.mu.Lock(); defer tl.mu.Unlock(); return tl.last >= end }) {
 				res.violations = append(res.violations, checker.Violation{Kind: "live-stream",
 					Detail: fmt.Sprintf("live tail of %s stopped at %d, the log ends at %d", tl.node.name, tl.last, end)})
 			}

@@ -118,9 +118,13 @@ func TestJSRestartMidStreamNoDuplicates(t *testing.T) {
 			s := h.mustFollow(fdb)
 			defer s.Close()
 			waitSince(t, fdb, total-1)
-			time.Sleep(20 * time.Millisecond)
-			if got := fdb.Since(); got != total-1 {
-				t.Fatalf("follower since %d, want %d (duplicates?)", got, total-1)
+			// One more entry, appended last, reaches the follower after
+			// anything still in flight: once it is there, a duplicate
+			// would be too.
+			appendN(t, pdb, 1, "marker")
+			waitSince(t, fdb, total)
+			if got := fdb.Since(); got != total {
+				t.Fatalf("follower since %d, want %d (duplicates?)", got, total)
 			}
 			sameLog(t, pdb, fdb)
 			t.Logf("%d restarts mid-stream, %d entries, no duplicates", restarts, total)
@@ -150,8 +154,8 @@ func TestJSTwoUpstreamsRefused(t *testing.T) {
 		t.Fatalf("Replicate from another DB: %v, want ErrHasUpstream", err)
 	}
 	appendN(t, pdb, 50, "b")
-	waitSince(t, fdb, 99)
-	time.Sleep(20 * time.Millisecond)
+	appendN(t, pdb, 1, "marker") // the follower has everything once it has this, and sameLog sees any extra entry
+	waitSince(t, fdb, 100)
 	sameLog(t, pdb, fdb)
 
 	// The same node connecting twice to a primary: the newer connection
@@ -228,7 +232,18 @@ func TestJSDivergedRefused(t *testing.T) {
 						t.Fatalf("error %q does not name position %q", err, want)
 					}
 				}
-				time.Sleep(30 * time.Millisecond) // retries (tcp) change nothing either
+				if h.prim != nil {
+					// Over TCP a follower retries a refusal. Keep one
+					// retrying until the primary has refused it twice
+					// more: only then does "nothing changed" cover retries.
+					before := h.prim.Stats().Refusals
+					f, err := NewFollower(fdb, h.addr, fastOpts())
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer f.Close()
+					eventually(t, "the primary to refuse a retry", func() bool { return h.prim.Stats().Refusals >= before+2 })
+				}
 				if s, hh := pdb.Log().Head(); s != ps || hh != ph || pdb.Log().ID() != pid {
 					t.Fatalf("primary changed: since %d→%d", ps, s)
 				}

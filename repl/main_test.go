@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/internal/testutil"
 	"github.com/flume-go/flume/memlog"
 )
 
@@ -132,30 +133,17 @@ func servePrimary(t testing.TB, db *flume.DB, opts *Options) (*Primary, string) 
 	return p, ln.Addr().String()
 }
 
-// eventually polls cond until it holds or 10s pass.
+// eventually fails t unless cond holds within 10s.
 func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
+	testutil.Eventually(t, what, 10*time.Second, cond)
 }
 
 func newMemLog() flume.Log { return memlog.New() }
 
 // listenOn listens on addr again (a restarted primary), retrying briefly
 // while the old socket is released.
-func listenOn(addr string) (net.Listener, error) {
-	var err error
-	for i := 0; i < 100; i++ {
-		var ln net.Listener
-		if ln, err = net.Listen("tcp", addr); err == nil {
-			return ln, nil
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return nil, err
+func listenOn(addr string) (ln net.Listener, err error) {
+	testutil.Poll(time.Second, func() bool { ln, err = net.Listen("tcp", addr); return err == nil })
+	return ln, err
 }

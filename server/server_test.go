@@ -17,6 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/flume-go/flume/internal/testutil"
 	"github.com/flume-go/flume/memlog"
 )
 
@@ -309,22 +310,18 @@ func TestFollower(t *testing.T) {
 	if e.Primary != p.replAddr {
 		t.Errorf("421 names primary %q, want %q", e.Primary, p.replAddr)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var ps, fs Status
+	var ps, fs Status
+	if !testutil.Poll(10*time.Second, func() bool {
+		ps, fs = Status{}, Status{}
 		json.Unmarshal([]byte(do(t, "GET", p.url+"/status", "", "").body), &ps)
 		json.Unmarshal([]byte(do(t, "GET", f.url+"/status", "", "").body), &fs)
-		if len(ps.Followers) == 1 && ps.Followers[0].Connected && ps.Followers[0].LagEntries == 0 &&
-			ps.Followers[0].AckedSeq == 4 && fs.Since == 4 && fs.Primary != nil && fs.Primary.LagEntries == 0 {
-			if ps.Role != "primary" || fs.Role != "follower" || ps.LogID != fs.LogID || ps.Hash != fs.Hash || ps.Followers[0].NodeID != "f1" {
-				t.Fatalf("status mismatch:\nprimary %+v\nfollower %+v", ps, fs)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("lag did not reach zero:\nprimary %+v\nfollower %+v", ps, fs)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return len(ps.Followers) == 1 && ps.Followers[0].Connected && ps.Followers[0].LagEntries == 0 &&
+			ps.Followers[0].AckedSeq == 4 && fs.Since == 4 && fs.Primary != nil && fs.Primary.LagEntries == 0
+	}) {
+		t.Fatalf("lag did not reach zero:\nprimary %+v\nfollower %+v", ps, fs)
+	}
+	if ps.Role != "primary" || fs.Role != "follower" || ps.LogID != fs.LogID || ps.Hash != fs.Hash || ps.Followers[0].NodeID != "f1" {
+		t.Fatalf("status mismatch:\nprimary %+v\nfollower %+v", ps, fs)
 	}
 	// Every field of the golden /status is sent by a live node (a healthy
 	// follower has no last_error).
@@ -396,12 +393,10 @@ func TestReplWrongSecret(t *testing.T) {
 	p := startNode(t, Config{Secret: []byte("right")})
 	wantCode(t, do(t, "POST", p.url+"/log", "", `{}`, "Authorization", "Bearer right"), 200)
 	f := startNode(t, Config{Secret: []byte("wrong"), Follow: p.replAddr})
-	deadline := time.Now().Add(10 * time.Second)
-	for p.replState().stats.AuthFailures == 0 || f.replState().stats.AuthFailures+f.replState().stats.Refusals == 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("no auth failure counted: primary %+v follower %+v", p.replState().stats, f.replState().stats)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testutil.Poll(10*time.Second, func() bool {
+		return p.replState().stats.AuthFailures > 0 && f.replState().stats.AuthFailures+f.replState().stats.Refusals > 0
+	}) {
+		t.Fatalf("no auth failure counted: primary %+v follower %+v", p.replState().stats, f.replState().stats)
 	}
 	if s := f.DB().Since(); s != -1 {
 		t.Errorf("follower with wrong secret has since %d", s)
@@ -484,13 +479,7 @@ func TestShutdownFinishesInFlightAppends(t *testing.T) {
 		got <- resp{code: r.StatusCode, body: string(b)}
 	}()
 	// Wait until the append is in the log (and so waiting for its ack).
-	deadline := time.Now().Add(5 * time.Second)
-	for n.DB().Since() < 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("append did not start")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "the append to start", 5*time.Second, func() bool { return n.DB().Since() >= 0 })
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flume-go/flume/internal/testutil"
 	"github.com/flume-go/flume/server"
 )
 
@@ -205,19 +206,13 @@ func status(t *testing.T, p *proc, token string) server.Status {
 	return st
 }
 
-// waitFor polls cond until it holds or the deadline passes.
+// waitFor polls cond until it holds or d passes; on failure it reports
+// cond's last detail.
 func waitFor(t *testing.T, what string, d time.Duration, cond func() (bool, string)) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for {
-		ok, detail := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s: %s", what, detail)
-		}
-		time.Sleep(25 * time.Millisecond)
+	var detail string
+	if !testutil.Poll(d, func() (ok bool) { ok, detail = cond(); return ok }) {
+		t.Fatalf("timed out after %v waiting for %s: %s", d, what, detail)
 	}
 }
 
