@@ -63,9 +63,11 @@ func runPowerLossRoundOpts(t testing.TB, seed int64, crashes int, followerSync f
 		// successes in this phase (k=2 ones are the slowest).
 		target := c.acked.Load() + int64(200+rnd.Intn(3000))
 		t1, t2 := c.ackedByK[1].Load()+int64(1+rnd.Intn(5)), c.ackedByK[2].Load()+int64(1+rnd.Intn(5))
-		testutil.Poll(10*time.Second, func() bool {
+		if !testutil.Poll(10*time.Second, func() bool {
 			return c.acked.Load() >= target && c.ackedByK[1].Load() >= t1 && c.ackedByK[2].Load() >= t2
-		})
+		}) {
+			t.Logf("appends at every k did not reach their targets within 10s; crashing anyway")
+		}
 		fcancel()
 		for k, v := range <-fdone {
 			res.faults[k] += v
@@ -196,7 +198,9 @@ func TestPowerLossPrimaryIntervalDetected(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	wg := c.runAppenders(ctx, 2, fmt.Sprintf("pi%d", seed))
 	target := c.acked.Load() + int64(500+rnd.Intn(3000))
-	testutil.Poll(10*time.Second, func() bool { return c.acked.Load() >= target })
+	if !testutil.Poll(10*time.Second, func() bool { return c.acked.Load() >= target }) {
+		t.Logf("not reached within 10s: c.acked.Load() >= target; going on")
+	}
 	// A random crash moment, spanning a few of the primary's 100ms
 	// background fsyncs.
 	time.Sleep(time.Duration(rnd.Intn(500)) * time.Millisecond)
@@ -321,7 +325,9 @@ func TestPowerLossBatchAtomicity(t *testing.T) {
 						}
 					}()
 				}
-				testutil.Poll(5*time.Second, func() bool { return batches.Load() >= 100 })
+				if !testutil.Poll(5*time.Second, func() bool { return batches.Load() >= 100 }) {
+					t.Logf("not reached within 5s: batches.Load() >= 100; going on")
+				}
 				clone := fs.CrashClone(vfs.CrashConfig{UnsyncedDataPercent: 100,
 					Rand: randv2.New(randv2.NewPCG(uint64(seed), uint64(trial)))})
 				cancel()

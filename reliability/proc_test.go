@@ -757,7 +757,9 @@ func runProcRound(t testing.TB, seed int64, crashes int, netFaults bool, fsync s
 		// A random moment: wait until some more appends were acknowledged
 		// (an event), then a random extra delay.
 		target := pc.acked.Load() + int64(20+rnd.Intn(200))
-		testutil.Poll(10*time.Second, func() bool { return pc.acked.Load() >= target })
+		if !testutil.Poll(10*time.Second, func() bool { return pc.acked.Load() >= target }) {
+			t.Logf("not reached within 10s: pc.acked.Load() >= target; going on")
+		}
 		time.Sleep(time.Duration(rnd.Intn(200)) * time.Millisecond) // random crash moment
 		pause := time.Duration(rnd.Intn(300)) * time.Millisecond
 		switch victim := rnd.Intn(4); victim {
@@ -783,7 +785,9 @@ func runProcRound(t testing.TB, seed int64, crashes int, netFaults bool, fsync s
 	}
 	// Let the restarted cluster take appends again before stopping.
 	target := pc.acked.Load() + 50
-	testutil.Poll(10*time.Second, func() bool { return pc.acked.Load() >= target })
+	if !testutil.Poll(10*time.Second, func() bool { return pc.acked.Load() >= target }) {
+		t.Logf("not reached within 10s: pc.acked.Load() >= target; going on")
+	}
 	cancel()
 	wg.Wait()
 	res.kills = int(pc.kills.Load())
