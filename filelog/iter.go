@@ -1,3 +1,5 @@
+// Iterators: sequential reads of published entries across segments.
+
 package filelog
 
 import (

@@ -1,3 +1,5 @@
+// Verify: a full walk of every frame, checking CRCs, seqs and the chain hash.
+
 package filelog
 
 import (

@@ -1,7 +1,8 @@
+// Recovery at Open: load META and sealed segments, scan the active segment, cut a torn tail.
+
 package filelog
 
 import (
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -11,86 +12,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/vfs"
 )
-
-// OpenReport says what Open found and did.
-type OpenReport struct {
-	Dir      string
-	Created  bool  // the log was new
-	Segments int   // segment files
-	LastSeq  int64 // Since() after open
-	// ScannedBytes is how much of the log recovery read: the active
-	// segment plus any segment whose index had to be rebuilt.
-	ScannedBytes int64
-	// RebuiltIndexes lists sealed segments whose index was missing or bad
-	// and was rebuilt by scanning the segment.
-	RebuiltIndexes []string
-	// TruncatedFile, TruncatedAt and TruncatedBytes describe a torn tail cut
-	// off the last segment (TruncatedBytes == 0: none). In a read-only open
-	// the tail is only ignored, not cut.
-	TruncatedFile   string
-	TruncatedAt     int64
-	TruncatedBytes  int64
-	TruncatedReason string
-	Duration        time.Duration
-}
-
-// Open opens the log in dir, creating it if needed, and recovers it: a torn
-// tail of the last segment is truncated (see OpenReport), corruption before
-// the tail is a *flume.CorruptionError. A second Open of the same dir
-// (this process or another) fails with an error wrapping flume.ErrLocked.
-func Open(dir string, opts *Options) (*Log, error) {
-	o, err := opts.withDefaults()
-	if err != nil {
-		return nil, err
-	}
-	start := time.Now()
-	fsys := o.FS
-	if o.ReadOnly {
-		if _, err := fsys.Stat(dir); err != nil {
-			return nil, fmt.Errorf("filelog: open %s: %w", dir, err)
-		}
-	} else if err := fsys.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("filelog: create %s: %w", dir, err)
-	}
-	lockPath := filepath.Join(dir, lockName)
-	lk, err := fsys.Lock(lockPath)
-	if err != nil {
-		if errors.Is(err, vfs.ErrLocked) {
-			return nil, fmt.Errorf("filelog: %s: %w", lockPath, flume.ErrLocked)
-		}
-		return nil, fmt.Errorf("filelog: lock %s: %w", lockPath, err)
-	}
-	l := &Log{dir: dir, opts: o, fs: fsys, lock: lk, logger: o.Logger, hasher: newChainHasher()}
-	l.report.Dir = dir
-	if err := l.recover(); err != nil {
-		l.closeFiles()
-		lk.Close()
-		return nil, err
-	}
-	l.report.Duration = time.Since(start)
-	l.report.LastSeq = l.since
-	l.sinceA.Store(l.since)
-	l.enc = encState{since: l.since, head: l.head, size: l.pubSize}
-	if !o.ReadOnly && o.Sync != SyncNever {
-		ctx, cancel := context.WithCancel(context.Background())
-		l.cancel = cancel
-		l.wg.Add(1)
-		if o.Sync == SyncInterval {
-			go l.syncLoop(ctx)
-		} else {
-			l.kick = make(chan struct{}, 1)
-			go l.flushLoop(ctx)
-		}
-	}
-	l.logger.Info("filelog: opened", "dir", dir, "since", l.since, "segments", l.report.Segments,
-		"scanned_bytes", l.report.ScannedBytes, "duration", l.report.Duration, "sync", o.Sync.String())
-	return l, nil
-}
 
 func (l *Log) recover() error {
 	names, err := l.fs.List(l.dir)
@@ -286,60 +211,6 @@ func (l *Log) recover() error {
 	return nil
 }
 
-// loadCheckpoint reads the index file of the active segment s (data file
-// f of size bytes). It returns the offsets it holds, the end of the last
-// indexed frame and that frame's hash, or nothing if the index is unusable
-// (which it then removes).
-func (l *Log) loadCheckpoint(s *segment, f vfs.File, size int64) ([]int64, int64, flume.Hash) {
-	p := filepath.Join(l.dir, idxName(s.base))
-	drop := func(why string) ([]int64, int64, flume.Hash) {
-		l.logger.Warn("filelog: ignoring checkpoint index of the active segment", "file", p, "reason", why)
-		if !l.opts.ReadOnly {
-			l.fs.Remove(p)
-		}
-		return nil, 0, flume.Hash{}
-	}
-	b, err := vfs.ReadFile(l.fs, p)
-	if err != nil {
-		return drop(err.Error())
-	}
-	if len(b) < idxTrail {
-		return drop("too short")
-	}
-	count, isize, err := decodeIndexTrailer(b[len(b)-idxTrail:], s.base, int64(len(b)))
-	if err != nil {
-		return drop(err.Error())
-	}
-	if isize > size {
-		return drop("index covers more than the segment holds")
-	}
-	if count == 0 {
-		return nil, 0, flume.Hash{}
-	}
-	offs := make([]int64, count)
-	for i := range offs {
-		offs[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
-	}
-	last := offs[count-1]
-	e, err := l.readFrame(s, f, s.base+count-1, last, isize)
-	if err != nil {
-		return drop(err.Error())
-	}
-	return offs, isize, e.Hash
-}
-
-// writeCheckpoint writes the index of the active segment so that the next
-// Open need not scan it. l.wmu is held; everything is flushed.
-func (l *Log) writeCheckpoint() error {
-	l.mu.RLock()
-	s, offs, size := l.active, l.activeIdx, l.pubSize
-	l.mu.RUnlock()
-	if size != l.wsize {
-		return nil // unpublished bytes (a failed fsync): let recovery decide
-	}
-	return vfs.WriteFileAtomic(l.fs, filepath.Join(l.dir, idxName(s.base)), encodeIndex(s.base, offs, size))
-}
-
 // loadSealed reads the index trailer of a sealed segment, or rebuilds the
 // index by scanning the segment.
 func (l *Log) loadSealed(s *segment, haveIdx bool) error {
@@ -403,17 +274,131 @@ func readIndexTrailer(fsys vfs.FS, s *segment) (int64, int64, error) {
 	return decodeIndexTrailer(t, s.base, st.Size())
 }
 
-// createSegment creates an empty segment file for base and syncs the dir.
-func (l *Log) createSegment(base int64) (*segment, error) {
-	p := filepath.Join(l.dir, segName(base))
-	f, err := l.fs.Create(p)
+// loadCheckpoint reads the index file of the active segment s (data file
+// f of size bytes). It returns the offsets it holds, the end of the last
+// indexed frame and that frame's hash, or nothing if the index is unusable
+// (which it then removes).
+func (l *Log) loadCheckpoint(s *segment, f vfs.File, size int64) ([]int64, int64, flume.Hash) {
+	p := filepath.Join(l.dir, idxName(s.base))
+	drop := func(why string) ([]int64, int64, flume.Hash) {
+		l.logger.Warn("filelog: ignoring checkpoint index of the active segment", "file", p, "reason", why)
+		if !l.opts.ReadOnly {
+			l.fs.Remove(p)
+		}
+		return nil, 0, flume.Hash{}
+	}
+	b, err := vfs.ReadFile(l.fs, p)
 	if err != nil {
-		return nil, fmt.Errorf("filelog: create segment: %w", err)
+		return drop(err.Error())
 	}
-	if err := vfs.SyncDir(l.fs, l.dir); err != nil {
-		f.Close()
-		l.fs.Remove(p)
-		return nil, fmt.Errorf("filelog: sync dir: %w", err)
+	if len(b) < idxTrail {
+		return drop("too short")
 	}
-	return &segment{base: base, path: p, f: f, fsys: l.fs}, nil
+	count, isize, err := decodeIndexTrailer(b[len(b)-idxTrail:], s.base, int64(len(b)))
+	if err != nil {
+		return drop(err.Error())
+	}
+	if isize > size {
+		return drop("index covers more than the segment holds")
+	}
+	if count == 0 {
+		return nil, 0, flume.Hash{}
+	}
+	offs := make([]int64, count)
+	for i := range offs {
+		offs[i] = int64(binary.LittleEndian.Uint64(b[8*i:]))
+	}
+	last := offs[count-1]
+	e, err := l.readFrame(s, f, s.base+count-1, last, isize)
+	if err != nil {
+		return drop(err.Error())
+	}
+	return offs, isize, e.Hash
+}
+
+// scanResult is what scanning a segment found.
+type scanResult struct {
+	offs     []int64 // offset of each good frame
+	size     int64   // end of the last good frame
+	lastHash flume.Hash
+	problem  error // first bad frame (*flume.FrameError, or seq mismatch), nil if clean
+	badOff   int64
+	torn     bool // problem is a frame cut by the end of the file
+
+	// The end of the last complete batch: the good frames after it (at
+	// most one batch's worth) carry the "batch continues" flag, and a
+	// crash cut the batch before its last frame was written.
+	batchCount int        // good frames up to the batch end
+	batchSize  int64      // offset of the batch end
+	batchHash  flume.Hash // hash of the frame that ends it
+}
+
+// openBatch reports whether the scan ended inside a batch whose last frame
+// is missing.
+func (r *scanResult) openBatch() bool { return r.batchCount < len(r.offs) }
+
+var errSeq = errors.New("seq out of sequence")
+
+// scanSegment reads every frame of f (size bytes, first seq base), checking
+// CRCs and seq density. I/O errors are returned as err; bad data is reported
+// in the result.
+func scanSegment(f vfs.File, base, size int64) (scanResult, error) {
+	return scanSegmentFrom(f, base, 0, size)
+}
+
+// scanSegmentFrom scans from offset start, where the frame of seq first
+// begins.
+func scanSegmentFrom(f vfs.File, first, start, size int64) (scanResult, error) {
+	res := scanResult{size: start, batchSize: start}
+	r := newFrameReader()
+	defer r.release()
+	r.reset(f, start, size)
+	want := first
+	for {
+		off := r.off
+		e, _, err := r.next()
+		if err == io.EOF {
+			return res, nil
+		}
+		if err != nil {
+			var fe *flume.FrameError
+			if !errors.As(err, &fe) {
+				return res, err
+			}
+			res.problem, res.badOff, res.torn = err, off, fe.Truncated
+			return res, nil
+		}
+		if e.Seq != want {
+			res.problem, res.badOff = fmt.Errorf("%w: found seq %d, expected %d", errSeq, e.Seq, want), off
+			return res, nil
+		}
+		res.offs = append(res.offs, off)
+		res.size = r.off
+		res.lastHash = e.Hash
+		if !r.more {
+			res.batchCount, res.batchSize, res.batchHash = len(res.offs), res.size, e.Hash
+		}
+		want++
+	}
+}
+
+// validFrameAfter reports whether a valid frame with a seq above after
+// starts anywhere in b: the sign that a bad frame is mid-log corruption
+// rather than a torn tail.
+func validFrameAfter(b []byte, after int64) bool {
+	maxSeq := after + int64(len(b)/flume.FrameHeaderSize) + 1
+	for i := 0; i+flume.FrameHeaderSize <= len(b); i++ {
+		l := flume.FramePayloadLen(b[i:])
+		if int(l) > len(b)-i-flume.FrameHeaderSize {
+			continue
+		}
+		s := int64(binary.LittleEndian.Uint64(b[i+8:]))
+		if s <= after || s > maxSeq {
+			continue
+		}
+		if _, _, err := flume.DecodeFrame(b[i:]); err == nil {
+			return true
+		}
+	}
+	return false
 }
