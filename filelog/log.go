@@ -23,8 +23,10 @@ var ErrReadOnly = errors.New("filelog: log is open read-only")
 // Log is the durable, segmented flume.Log. Open returns one; it is safe for
 // concurrent use.
 //
-// Lock order: syncMu before wmu before mu (see LOCKS.md).
+// Lock order: sync, then w, then mu, then a segment's files (LOCKS.md).
+// Each lock is a struct holding the fields it guards.
 type Log struct {
+	// Set by Open and never changed.
 	dir    string
 	opts   Options
 	fs     vfs.FS
@@ -32,38 +34,54 @@ type Log struct {
 	logger *slog.Logger
 	report OpenReport
 
-	// syncMu serializes the fsyncs that run without wmu (Sync and the
+	// sync serializes the fsyncs that run without w held (Sync and the
 	// interval syncer) with each other and with rotation and Close, so
 	// that a sync returning nil covers everything written before it began
-	// and a file is never sealed or closed under a running fsync.
-	syncMu sync.Mutex
+	// and a file is never sealed or closed under a running fsync. It
+	// guards no field: what it excludes is an fsync in progress. Held
+	// across that fsync; taken before w.
+	sync struct {
+		sync.Mutex
+	}
 
-	// wmu serializes everything that touches files for writing: flushing
-	// pending batches, fsync, rotation, META writes. Waiting for it is how
-	// concurrent appenders form a group commit.
-	wmu      sync.Mutex
-	wsize    int64 // bytes written to the active segment (guarded by wmu)
-	unsynced bool  // written bytes not yet fsynced (guarded by wmu)
-	werr     error // sticky write error: set after a failed fsync (guarded by wmu and mu)
+	// w serializes everything that touches files for writing: flushing
+	// pending batches, fsync, rotation, META writes, Close. Waiting for it
+	// is how concurrent appenders form a group commit. Held across I/O;
+	// taken after sync and before mu.
+	w struct {
+		sync.Mutex
+		size     int64 // bytes written to the active segment
+		unsynced bool  // written bytes not yet fsynced
+		// err is the sticky write error, set after a failed fsync (or a
+		// failed cut of a partial write). It is written with mu held too,
+		// so that appenders can check it under mu alone (writableLocked).
+		err error
+	}
 
-	mu      sync.RWMutex // guards the fields below
-	closed  bool
-	id      flume.LogID
-	genesis flume.Hash
-	epoch   uint64
-	segs    []*segment // in seq order; the last is active
-	active  *segment
-	// Published state: what readers see.
-	since     int64
-	head      flume.Hash
-	activeIdx []int64 // offset of each published entry of the active segment
-	pubSize   int64   // published bytes of the active segment
-	// Encoding state: published plus pending.
-	enc       encState
-	pend      *batch
-	hasher    *chainHasher
-	spareBuf  []byte
-	spareOffs []int64
+	// mu guards the in-memory state that appenders and readers share (and
+	// the sealed, count and size of each segment). Not held across data
+	// I/O, only across the META writes of SetID and SetEpoch. Taken after
+	// w.
+	mu struct {
+		sync.RWMutex
+		closed  bool
+		id      flume.LogID
+		genesis flume.Hash
+		epoch   uint64
+		segs    []*segment // in seq order; the last is active
+		active  *segment
+		// Published state: what readers see.
+		since     int64
+		head      flume.Hash
+		activeIdx []int64 // offset of each published entry of the active segment
+		pubSize   int64   // published bytes of the active segment
+		// Encoding state: published plus pending.
+		enc       encState
+		pend      *batch
+		hasher    *chainHasher
+		spareBuf  []byte
+		spareOffs []int64
+	}
 
 	sinceA atomic.Int64 // published since, for lock-free Since
 
@@ -71,8 +89,8 @@ type Log struct {
 		entries, bytes, writes, syncs, syncNanos atomic.Int64
 	}
 
-	kick   chan struct{}      // wakes flushLoop (SyncAlways)
-	cancel context.CancelFunc // stops syncLoop / flushLoop
+	kick   chan struct{}      // wakes flushLoop (SyncAlways); set by Open
+	cancel context.CancelFunc // stops syncLoop / flushLoop; set by Open
 	wg     sync.WaitGroup
 }
 
@@ -126,7 +144,8 @@ func Open(dir string, opts *Options) (*Log, error) {
 		}
 		return nil, fmt.Errorf("filelog: lock %s: %w", lockPath, err)
 	}
-	l := &Log{dir: dir, opts: o, fs: fsys, lock: lk, logger: o.Logger, hasher: newChainHasher()}
+	l := &Log{dir: dir, opts: o, fs: fsys, lock: lk, logger: o.Logger}
+	l.mu.hasher = newChainHasher()
 	l.report.Dir = dir
 	if err := l.recover(); err != nil {
 		l.closeFiles()
@@ -134,9 +153,9 @@ func Open(dir string, opts *Options) (*Log, error) {
 		return nil, err
 	}
 	l.report.Duration = time.Since(start)
-	l.report.LastSeq = l.since
-	l.sinceA.Store(l.since)
-	l.enc = encState{since: l.since, head: l.head, size: l.pubSize}
+	l.report.LastSeq = l.mu.since
+	l.sinceA.Store(l.mu.since)
+	l.mu.enc = encState{since: l.mu.since, head: l.mu.head, size: l.mu.pubSize}
 	if !o.ReadOnly && o.Sync != SyncNever {
 		ctx, cancel := context.WithCancel(context.Background())
 		l.cancel = cancel
@@ -148,7 +167,7 @@ func Open(dir string, opts *Options) (*Log, error) {
 			go l.flushLoop(ctx)
 		}
 	}
-	l.logger.Info("filelog: opened", "dir", dir, "since", l.since, "segments", l.report.Segments,
+	l.logger.Info("filelog: opened", "dir", dir, "since", l.mu.since, "segments", l.report.Segments,
 		"scanned_bytes", l.report.ScannedBytes, "duration", l.report.Duration, "sync", o.Sync.String())
 	return l, nil
 }
@@ -157,24 +176,24 @@ func Open(dir string, opts *Options) (*Log, error) {
 // the background syncer and releases the lock. Later calls return nil.
 func (l *Log) Close() error {
 	l.mu.Lock()
-	if l.closed {
+	if l.mu.closed {
 		l.mu.Unlock()
 		return nil
 	}
-	l.closed = true
+	l.mu.closed = true
 	l.mu.Unlock()
 	if l.cancel != nil {
 		l.cancel()
 		l.wg.Wait()
 	}
-	l.syncMu.Lock() // no fsync is running on a file about to be closed
-	defer l.syncMu.Unlock()
-	l.wmu.Lock()
+	l.sync.Lock() // no fsync is running on a file about to be closed
+	defer l.sync.Unlock()
+	l.w.Lock()
 	l.flushLocked()
 	var err error
 	if !l.opts.ReadOnly {
 		err = l.syncLocked()
-		if err == nil && l.werr == nil {
+		if err == nil && l.w.err == nil {
 			if cerr := l.writeCheckpoint(); cerr != nil {
 				l.logger.Warn("filelog: writing the checkpoint index failed; the next open scans the active segment", "err", cerr)
 			}
@@ -183,7 +202,7 @@ func (l *Log) Close() error {
 	if cerr := l.closeFiles(); err == nil {
 		err = cerr
 	}
-	l.wmu.Unlock()
+	l.w.Unlock()
 	if lerr := l.lock.Close(); err == nil && lerr != nil {
 		err = fmt.Errorf("filelog: release lock: %w", lerr)
 	}
@@ -192,7 +211,7 @@ func (l *Log) Close() error {
 
 func (l *Log) closeFiles() error {
 	var err error
-	for _, s := range l.segs {
+	for _, s := range l.mu.segs {
 		if cerr := s.close(); err == nil && cerr != nil {
 			err = fmt.Errorf("filelog: close %s: %w", s.path, cerr)
 		}
@@ -230,58 +249,58 @@ func (l *Log) Dir() string { return l.dir }
 func (l *Log) ID() flume.LogID {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return l.id
+	return l.mu.id
 }
 
 // Epoch implements flume.Log.
 func (l *Log) Epoch() uint64 {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return l.epoch
+	return l.mu.epoch
 }
 
 // SetID implements flume.Log. The new ID is durable (META rewritten with
 // temp file, fsync, rename, directory fsync) before it returns.
 func (l *Log) SetID(id flume.LogID) error {
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
+	l.w.Lock()
+	defer l.w.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
 		return err
 	}
-	if id == l.id {
+	if id == l.mu.id {
 		return nil
 	}
-	if l.enc.since >= 0 {
+	if l.mu.enc.since >= 0 {
 		return fmt.Errorf("filelog: set ID: %w", flume.ErrNotEmpty)
 	}
-	if err := writeMeta(l.fs, l.dir, meta{id: id, epoch: l.epoch}); err != nil {
+	if err := writeMeta(l.fs, l.dir, meta{id: id, epoch: l.mu.epoch}); err != nil {
 		return err
 	}
-	l.id, l.genesis = id, flume.GenesisHash(id)
-	l.head, l.enc.head = l.genesis, l.genesis
+	l.mu.id, l.mu.genesis = id, flume.GenesisHash(id)
+	l.mu.head, l.mu.enc.head = l.mu.genesis, l.mu.genesis
 	return nil
 }
 
 // SetEpoch implements flume.Log. The epoch is durable before it returns.
 func (l *Log) SetEpoch(epoch uint64) error {
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
+	l.w.Lock()
+	defer l.w.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.writableLocked(); err != nil {
 		return err
 	}
-	if epoch < l.epoch {
-		return fmt.Errorf("filelog: epoch %d is lower than the current epoch %d", epoch, l.epoch)
+	if epoch < l.mu.epoch {
+		return fmt.Errorf("filelog: epoch %d is lower than the current epoch %d", epoch, l.mu.epoch)
 	}
-	if epoch == l.epoch {
+	if epoch == l.mu.epoch {
 		return nil
 	}
-	if err := writeMeta(l.fs, l.dir, meta{id: l.id, epoch: epoch}); err != nil {
+	if err := writeMeta(l.fs, l.dir, meta{id: l.mu.id, epoch: epoch}); err != nil {
 		return err
 	}
-	l.epoch = epoch
+	l.mu.epoch = epoch
 	return nil
 }

@@ -18,7 +18,7 @@ func (l *Log) Since() int64 { return l.sinceA.Load() }
 func (l *Log) Head() (int64, flume.Hash) {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	return l.since, l.head
+	return l.mu.since, l.mu.head
 }
 
 // Get implements flume.Log: at most two disk reads (index, frame).
@@ -30,34 +30,34 @@ func (l *Log) Get(seq int64) ([]byte, error) {
 // Entry implements flume.Log.
 func (l *Log) Entry(seq int64) (flume.Entry, error) {
 	l.mu.RLock()
-	if l.closed {
+	if l.mu.closed {
 		l.mu.RUnlock()
 		return flume.Entry{}, flume.ErrClosed
 	}
-	if seq < 0 || seq > l.since {
-		s := l.since
+	if seq < 0 || seq > l.mu.since {
+		s := l.mu.since
 		l.mu.RUnlock()
 		return flume.Entry{}, fmt.Errorf("filelog: get %d (log ends at %d): %w", seq, s, flume.ErrNotFound)
 	}
 	s := l.segmentLocked(seq)
-	if s != l.active {
+	if s != l.mu.active {
 		l.mu.RUnlock()
 		return l.readEntry(s, seq)
 	}
 	i := seq - s.base
-	off, end := l.activeIdx[i], l.pubSize
-	if i+1 < int64(len(l.activeIdx)) {
-		end = l.activeIdx[i+1]
+	off, end := l.mu.activeIdx[i], l.mu.pubSize
+	if i+1 < int64(len(l.mu.activeIdx)) {
+		end = l.mu.activeIdx[i+1]
 	}
-	f := s.f
+	f := s.files.f
 	l.mu.RUnlock()
 	return l.readFrame(s, f, seq, off, end)
 }
 
 // segmentLocked returns the segment holding seq (which must be <= since).
 func (l *Log) segmentLocked(seq int64) *segment {
-	i := sort.Search(len(l.segs), func(i int) bool { return l.segs[i].base > seq }) - 1
-	return l.segs[max(i, 0)]
+	i := sort.Search(len(l.mu.segs), func(i int) bool { return l.mu.segs[i].base > seq }) - 1
+	return l.mu.segs[max(i, 0)]
 }
 
 // readEntry reads entry seq of sealed segment s.
@@ -100,7 +100,7 @@ func (l *Log) readFrame(s *segment, f vfs.File, seq, off, end int64) (flume.Entr
 // readErr turns a read failure after Close into ErrClosed.
 func (l *Log) readErr(err error) error {
 	l.mu.RLock()
-	closed := l.closed
+	closed := l.mu.closed
 	l.mu.RUnlock()
 	if closed {
 		return flume.ErrClosed

@@ -58,21 +58,21 @@ func (l *Log) recover() error {
 	case err != nil:
 		return err
 	}
-	l.id, l.epoch, l.genesis = m.id, m.epoch, flume.GenesisHash(m.id)
+	l.mu.id, l.mu.epoch, l.mu.genesis = m.id, m.epoch, flume.GenesisHash(m.id)
 
 	if len(bases) == 0 {
 		if l.opts.ReadOnly {
-			l.active = &segment{base: 0, path: filepath.Join(l.dir, segName(0)), fsys: l.fs}
-			l.segs = []*segment{l.active}
-			l.since, l.head = -1, l.genesis
+			l.mu.active = &segment{base: 0, path: filepath.Join(l.dir, segName(0)), fsys: l.fs}
+			l.mu.segs = []*segment{l.mu.active}
+			l.mu.since, l.mu.head = -1, l.mu.genesis
 			return nil
 		}
 		s, err := l.createSegment(0)
 		if err != nil {
 			return err
 		}
-		l.segs, l.active = []*segment{s}, s
-		l.since, l.head = -1, l.genesis
+		l.mu.segs, l.mu.active = []*segment{s}, s
+		l.mu.since, l.mu.head = -1, l.mu.genesis
 		l.report.Segments = 1
 		return nil
 	}
@@ -87,7 +87,7 @@ func (l *Log) recover() error {
 	}
 	for _, b := range bases[:len(bases)-1] {
 		s := &segment{base: b, path: filepath.Join(l.dir, segName(b)), fsys: l.fs, sealed: true}
-		l.segs = append(l.segs, s)
+		l.mu.segs = append(l.mu.segs, s)
 		if b != next {
 			return &flume.CorruptionError{Path: s.path, Offset: 0, Seq: next,
 				Reason: fmt.Sprintf("segment starts at seq %d but the previous one ends at %d", b, next-1)}
@@ -100,8 +100,8 @@ func (l *Log) recover() error {
 	// The last segment is the active one: scan it.
 	b := bases[len(bases)-1]
 	s := &segment{base: b, path: filepath.Join(l.dir, segName(b)), fsys: l.fs}
-	l.segs = append(l.segs, s)
-	l.active = s
+	l.mu.segs = append(l.mu.segs, s)
+	l.mu.active = s
 	if b != next {
 		return &flume.CorruptionError{Path: s.path, Offset: 0, Seq: next,
 			Reason: fmt.Sprintf("segment starts at seq %d but the previous one ends at %d", b, next-1)}
@@ -115,7 +115,7 @@ func (l *Log) recover() error {
 	if err != nil {
 		return fmt.Errorf("filelog: open segment: %w", err)
 	}
-	s.f = f
+	s.files.f = f
 	st, err := f.Stat()
 	if err != nil {
 		return fmt.Errorf("filelog: stat %s: %w", s.path, err)
@@ -192,21 +192,21 @@ func (l *Log) recover() error {
 			}
 		}
 	}
-	l.activeIdx = res.offs
-	l.pubSize = res.size
-	l.wsize = res.size
-	l.since = b + int64(len(res.offs)) - 1
+	l.mu.activeIdx = res.offs
+	l.mu.pubSize = res.size
+	l.w.size = res.size
+	l.mu.since = b + int64(len(res.offs)) - 1
 	switch {
 	case len(res.offs) > 0:
-		l.head = res.lastHash
-	case len(l.segs) > 1:
-		e, err := l.readEntry(l.segs[len(l.segs)-2], b-1)
+		l.mu.head = res.lastHash
+	case len(l.mu.segs) > 1:
+		e, err := l.readEntry(l.mu.segs[len(l.mu.segs)-2], b-1)
 		if err != nil {
 			return err
 		}
-		l.head = e.Hash
+		l.mu.head = e.Hash
 	default:
-		l.head = l.genesis
+		l.mu.head = l.mu.genesis
 	}
 	return nil
 }

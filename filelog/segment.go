@@ -12,72 +12,80 @@ import (
 	"github.com/flume-go/flume/vfs"
 )
 
-// segment is one segment file. base, path are immutable; the rest is
-// guarded by Log.mu except where noted.
+// segment is one segment file. base, path and fsys never change; sealed,
+// count and size are guarded by Log.mu; the files by files.
 type segment struct {
 	base int64  // seq of its first entry (also its file name)
 	path string // full path of the .seg file
+	fsys vfs.FS
 
 	sealed bool  // no more appends; count and size final
 	count  int64 // entries, when sealed
 	size   int64 // bytes, when sealed
 
-	fmu  sync.Mutex // guards f and idx opening
-	f    vfs.File   // data file; opened lazily for sealed segments
-	idx  vfs.File   // index file of a sealed segment; opened lazily
-	fsys vfs.FS
-	// closed is set by close; file and idxFile then fail (guarded by fmu).
-	closed bool
+	// files guards opening the segment's files lazily and closing them.
+	// Taken last, with or without Log's locks; takes nothing.
+	files struct {
+		sync.Mutex
+		// f is the data file. A segment already sealed at Open opens it
+		// lazily (file). The active segment's is set when the segment is
+		// created or recovered, before any other goroutine can see it, and
+		// never changes: the writer and readers of the active segment use
+		// it without the lock.
+		f      vfs.File
+		idx    vfs.File // index file of a sealed segment; opened lazily
+		closed bool     // set by close; file and idxFile then fail
+	}
 }
 
 func (s *segment) file() (vfs.File, error) {
-	s.fmu.Lock()
-	defer s.fmu.Unlock()
-	if s.closed {
+	s.files.Lock()
+	defer s.files.Unlock()
+	if s.files.closed {
 		return nil, flume.ErrClosed
 	}
-	if s.f == nil {
+	if s.files.f == nil {
 		f, err := s.fsys.Open(s.path)
 		if err != nil {
 			return nil, fmt.Errorf("filelog: open segment: %w", err)
 		}
-		s.f = f
+		s.files.f = f
 	}
-	return s.f, nil
+	return s.files.f, nil
 }
 
 func (s *segment) idxFile() (vfs.File, error) {
-	s.fmu.Lock()
-	defer s.fmu.Unlock()
-	if s.closed {
+	s.files.Lock()
+	defer s.files.Unlock()
+	if s.files.closed {
 		return nil, flume.ErrClosed
 	}
-	if s.idx == nil {
+	if s.files.idx == nil {
 		f, err := s.fsys.Open(s.path[:len(s.path)-len(segExt)] + idxExt)
 		if err != nil {
 			return nil, fmt.Errorf("filelog: open index: %w", err)
 		}
-		s.idx = f
+		s.files.idx = f
 	}
-	return s.idx, nil
+	return s.files.idx, nil
 }
 
 func (s *segment) close() error {
-	s.fmu.Lock()
-	defer s.fmu.Unlock()
+	s.files.Lock()
+	defer s.files.Unlock()
 	// The handles stay set (closed) so that readers racing with Close get
 	// an error from them, which they turn into ErrClosed, rather than
 	// reopening the file.
-	if s.closed {
+	if s.files.closed {
 		return nil
 	}
-	s.closed = true
+	s.files.closed = true
 	var err error
-	if s.f != nil {
-		err = s.f.Close()
+	if s.files.f != nil {
+		err = s.files.f.Close()
 	}
-	if s.idx != nil {
-		s.idx.Close()
+	if s.files.idx != nil {
+		s.files.idx.Close()
 	}
 	return err
 }
@@ -117,15 +125,17 @@ func (l *Log) createSegment(base int64) (*segment, error) {
 		l.fs.Remove(p)
 		return nil, fmt.Errorf("filelog: sync dir: %w", err)
 	}
-	return &segment{base: base, path: p, f: f, fsys: l.fs}, nil
+	s := &segment{base: base, path: p, fsys: l.fs}
+	s.files.f = f
+	return s, nil
 }
 
 // rotate seals the active segment (fsync, index file) and starts a new one.
 func (l *Log) rotate() error {
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
+	l.sync.Lock()
+	defer l.sync.Unlock()
+	l.w.Lock()
+	defer l.w.Unlock()
 	var old *segment
 	var offs []int64
 	var since int64
@@ -133,11 +143,11 @@ func (l *Log) rotate() error {
 		l.flushLocked()
 		l.mu.RLock()
 		err := l.writableLocked()
-		need := l.enc.size >= l.opts.SegmentSize
+		need := l.mu.enc.size >= l.opts.SegmentSize
 		// An appender may have encoded into a new pending batch since the
 		// flush (the segment was below the limit then): flush it first.
-		pending := l.pend != nil
-		old, offs, since = l.active, l.activeIdx, l.since
+		pending := l.mu.pend != nil
+		old, offs, since = l.mu.active, l.mu.activeIdx, l.mu.since
 		l.mu.RUnlock()
 		if err != nil || !need {
 			return err
@@ -152,7 +162,7 @@ func (l *Log) rotate() error {
 		return err
 	}
 	ip := filepath.Join(l.dir, idxName(old.base))
-	if err := vfs.WriteFileAtomic(l.fs, ip, encodeIndex(old.base, offs, l.wsize)); err != nil {
+	if err := vfs.WriteFileAtomic(l.fs, ip, encodeIndex(old.base, offs, l.w.size)); err != nil {
 		return fmt.Errorf("filelog: write index %s: %w", ip, err)
 	}
 	s, err := l.createSegment(since + 1)
@@ -161,23 +171,23 @@ func (l *Log) rotate() error {
 		return err
 	}
 	l.mu.Lock()
-	old.sealed, old.count, old.size = true, int64(len(offs)), l.wsize
-	l.segs = append(l.segs, s)
-	l.active, l.activeIdx, l.pubSize = s, nil, 0
-	l.enc.size = 0
+	old.sealed, old.count, old.size = true, int64(len(offs)), l.w.size
+	l.mu.segs = append(l.mu.segs, s)
+	l.mu.active, l.mu.activeIdx, l.mu.pubSize = s, nil, 0
+	l.mu.enc.size = 0
 	l.mu.Unlock()
-	l.wsize = 0
-	l.unsynced = false
+	l.w.size = 0
+	l.w.unsynced = false
 	return nil
 }
 
 // writeCheckpoint writes the index of the active segment so that the next
-// Open need not scan it. l.wmu is held; everything is flushed.
+// Open need not scan it. l.w is held; everything is flushed.
 func (l *Log) writeCheckpoint() error {
 	l.mu.RLock()
-	s, offs, size := l.active, l.activeIdx, l.pubSize
+	s, offs, size := l.mu.active, l.mu.activeIdx, l.mu.pubSize
 	l.mu.RUnlock()
-	if size != l.wsize {
+	if size != l.w.size {
 		return nil // unpublished bytes (a failed fsync): let recovery decide
 	}
 	return vfs.WriteFileAtomic(l.fs, filepath.Join(l.dir, idxName(s.base)), encodeIndex(s.base, offs, size))

@@ -19,7 +19,7 @@ func (l *Log) SyncsOnAppend() bool { return l.opts.Sync == SyncAlways }
 // Sync implements flume.Log: it fsyncs everything appended so far.
 func (l *Log) Sync() error {
 	l.mu.RLock()
-	closed, ro := l.closed, l.opts.ReadOnly
+	closed, ro := l.mu.closed, l.opts.ReadOnly
 	l.mu.RUnlock()
 	if closed {
 		return flume.ErrClosed
@@ -30,36 +30,36 @@ func (l *Log) Sync() error {
 	return l.syncAside()
 }
 
-// syncAside flushes pending writes and fsyncs them without holding wmu
+// syncAside flushes pending writes and fsyncs them without holding l.w
 // across the fsync, so that appends under SyncInterval and SyncNever are
 // not stalled by it (a follower that fsyncs before acknowledging, or the
 // interval syncer, would otherwise add an fsync to the latency of the
 // appends that arrive meanwhile). When it returns nil, everything written
 // before it was called is durable.
 func (l *Log) syncAside() error {
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
-	l.wmu.Lock()
+	l.sync.Lock()
+	defer l.sync.Unlock()
+	l.w.Lock()
 	l.flushLocked()
-	if !l.unsynced {
-		l.wmu.Unlock()
+	if !l.w.unsynced {
+		l.w.Unlock()
 		return nil
 	}
-	if err := l.werr; err != nil {
-		l.wmu.Unlock()
+	if err := l.w.err; err != nil {
+		l.w.Unlock()
 		return err
 	}
-	// Writes made during the fsync set unsynced again; syncMu keeps a
+	// Writes made during the fsync set unsynced again; l.sync keeps a
 	// concurrent syncAside from returning early on this cleared flag
 	// before the fsync below completes.
-	s := l.active
-	l.unsynced = false
-	l.wmu.Unlock()
+	s := l.mu.active
+	l.w.unsynced = false
+	l.w.Unlock()
 	if err := l.fsync(s); err != nil {
-		l.wmu.Lock()
-		l.unsynced = true
+		l.w.Lock()
+		l.w.unsynced = true
 		l.setSticky(err)
-		l.wmu.Unlock()
+		l.w.Unlock()
 		return err
 	}
 	return nil
@@ -81,19 +81,19 @@ func (l *Log) syncLoop(ctx context.Context) {
 
 // syncLocked fsyncs the active segment. A failed fsync is sticky: after it
 // the kernel may have dropped the dirty pages (fsyncgate), so the log
-// refuses writes until it is reopened and recovered. l.wmu must be held.
+// refuses writes until it is reopened and recovered. l.w must be held.
 func (l *Log) syncLocked() error {
-	if !l.unsynced {
+	if !l.w.unsynced {
 		return nil
 	}
-	if l.werr != nil {
-		return l.werr
+	if l.w.err != nil {
+		return l.w.err
 	}
-	if err := l.fsync(l.active); err != nil {
+	if err := l.fsync(l.mu.active); err != nil {
 		l.setSticky(err)
 		return err
 	}
-	l.unsynced = false
+	l.w.unsynced = false
 	return nil
 }
 
@@ -101,7 +101,7 @@ func (l *Log) syncLocked() error {
 func (l *Log) fsync(s *segment) error {
 	start := time.Now()
 	l.stats.syncs.Add(1)
-	if err := s.f.Sync(); err != nil {
+	if err := s.files.f.Sync(); err != nil {
 		return fmt.Errorf("filelog: fsync %s: %w (the log refuses writes until reopened)", s.path, err)
 	}
 	d := time.Since(start)
@@ -115,10 +115,12 @@ func (l *Log) fsync(s *segment) error {
 	return nil
 }
 
+// setSticky records err as the sticky write error unless there is one
+// already. l.w is held; it takes l.mu, so that holders of either see it.
 func (l *Log) setSticky(err error) {
 	l.mu.Lock()
-	if l.werr == nil {
-		l.werr = err
+	if l.w.err == nil {
+		l.w.err = err
 		l.logger.Error("filelog: write failure, log is read-only until reopened", "err", err)
 	}
 	l.mu.Unlock()

@@ -13,104 +13,116 @@ import (
 	"github.com/flume-go/flume"
 )
 
-func (l *Log) writableLocked() error {
-	switch {
-	case l.closed:
-		return flume.ErrClosed
-	case l.opts.ReadOnly:
-		return ErrReadOnly
-	case l.werr != nil:
-		return l.werr
-	}
-	return nil
-}
-
 // Append implements flume.Log. Under SyncAlways it returns after the
 // entries are fsynced, sharing the write and fsync with concurrent callers.
 func (l *Log) Append(data ...[]byte) (int64, error) {
 	for _, d := range data {
-		if len(d) > flume.MaxEntrySize {
-			return 0, fmt.Errorf("filelog: entry of %d bytes exceeds the maximum %d", len(d), flume.MaxEntrySize)
-		}
-	}
-	for {
-		l.mu.Lock()
-		if err := l.writableLocked(); err != nil {
-			l.mu.Unlock()
+		if err := checkEntrySize(len(d)); err != nil {
 			return 0, err
 		}
-		if len(data) == 0 {
-			s := l.since
-			l.mu.Unlock()
-			return s, nil
-		}
-		if l.enc.size >= l.opts.SegmentSize {
-			l.mu.Unlock()
-			if err := l.rotate(); err != nil {
-				return 0, err
-			}
-			continue
-		}
-		b := l.pendingLocked()
-		since, head, size, epoch := l.enc.since, l.enc.head, l.enc.size, l.epoch
-		for i, d := range data {
-			since++
-			head = l.hasher.next(head, since, epoch, d)
-			b.offs = append(b.offs, size)
-			b.buf = flume.AppendFrameMore(b.buf, flume.Entry{Seq: since, Epoch: epoch, Hash: head, Data: d}, i < len(data)-1)
-			size += int64(flume.FrameHeaderSize + len(d))
-		}
-		l.enc = encState{since: since, head: head, size: size}
-		b.last, b.head = since, head
-		l.mu.Unlock()
-		return since, l.commit(b)
 	}
+	if err := l.reserve(len(data)); err != nil {
+		return 0, err
+	}
+	if len(data) == 0 {
+		s := l.mu.since
+		l.mu.Unlock()
+		return s, nil
+	}
+	b := l.pendingLocked()
+	seq, head, epoch := l.mu.enc.since, l.mu.enc.head, l.mu.epoch
+	for i, d := range data {
+		seq++
+		head = l.mu.hasher.next(head, seq, epoch, d)
+		l.encodeLocked(b, flume.Entry{Seq: seq, Epoch: epoch, Hash: head, Data: d}, i < len(data)-1)
+	}
+	l.mu.Unlock()
+	return seq, l.commit(b)
 }
 
 // AppendEntries implements flume.Log.
 func (l *Log) AppendEntries(entries []flume.Entry) error {
 	for _, e := range entries {
-		if len(e.Data) > flume.MaxEntrySize {
-			return fmt.Errorf("filelog: entry of %d bytes exceeds the maximum %d", len(e.Data), flume.MaxEntrySize)
+		if err := checkEntrySize(len(e.Data)); err != nil {
+			return err
 		}
 	}
+	if err := l.reserve(len(entries)); err != nil {
+		return err
+	}
+	if len(entries) == 0 {
+		l.mu.Unlock()
+		return nil
+	}
+	// Check the whole batch before encoding any of it: it is all or nothing.
+	since, head := l.mu.enc.since, l.mu.enc.head
+	for _, e := range entries {
+		if err := flume.CheckNext(since, head, e); err != nil {
+			l.mu.Unlock()
+			return err
+		}
+		since, head = e.Seq, e.Hash
+	}
+	b := l.pendingLocked()
+	for i, e := range entries {
+		l.encodeLocked(b, e, i < len(entries)-1)
+	}
+	l.mu.Unlock()
+	return l.commitNow(b)
+}
+
+func checkEntrySize(n int) error {
+	if n > flume.MaxEntrySize {
+		return fmt.Errorf("filelog: entry of %d bytes exceeds the maximum %d", n, flume.MaxEntrySize)
+	}
+	return nil
+}
+
+// reserve is the step Append and AppendEntries share before they encode a
+// batch of n entries. It takes l.mu, checks that the log takes writes
+// (writableLocked) and, if the active segment is full, rotates to a new
+// one first, so that the batch goes into a segment with room. It returns
+// with l.mu held, or with an error and l.mu not held. For n == 0 it only
+// checks.
+func (l *Log) reserve(n int) error {
 	for {
 		l.mu.Lock()
 		if err := l.writableLocked(); err != nil {
 			l.mu.Unlock()
 			return err
 		}
-		if len(entries) == 0 {
-			l.mu.Unlock()
+		if n == 0 || l.mu.enc.size < l.opts.SegmentSize {
 			return nil
 		}
-		if l.enc.size >= l.opts.SegmentSize {
-			l.mu.Unlock()
-			if err := l.rotate(); err != nil {
-				return err
-			}
-			continue
-		}
-		since, head := l.enc.since, l.enc.head
-		for _, e := range entries {
-			if err := flume.CheckNext(since, head, e); err != nil {
-				l.mu.Unlock()
-				return err
-			}
-			since, head = e.Seq, e.Hash
-		}
-		b := l.pendingLocked()
-		size := l.enc.size
-		for i, e := range entries {
-			b.offs = append(b.offs, size)
-			b.buf = flume.AppendFrameMore(b.buf, e, i < len(entries)-1)
-			size += int64(flume.FrameHeaderSize + len(e.Data))
-		}
-		l.enc = encState{since: since, head: head, size: size}
-		b.last, b.head = since, head
 		l.mu.Unlock()
-		return l.commitNow(b)
+		if err := l.rotate(); err != nil {
+			return err
+		}
 	}
+}
+
+// writableLocked returns why the log takes no writes: closed, read-only, or
+// the sticky error of a failed write. l.mu is held.
+func (l *Log) writableLocked() error {
+	switch {
+	case l.mu.closed:
+		return flume.ErrClosed
+	case l.opts.ReadOnly:
+		return ErrReadOnly
+	case l.w.err != nil:
+		return l.w.err
+	}
+	return nil
+}
+
+// encodeLocked appends e's frame to b, the pending batch, and moves the
+// encoder state past it. more is set for every entry of a batch but the
+// last. l.mu is held.
+func (l *Log) encodeLocked(b *batch, e flume.Entry, more bool) {
+	b.offs = append(b.offs, l.mu.enc.size)
+	b.buf = flume.AppendFrameMore(b.buf, e, more)
+	l.mu.enc = encState{since: e.Seq, head: e.Hash, size: l.mu.enc.size + int64(flume.FrameHeaderSize+len(e.Data))}
+	b.last, b.head = e.Seq, e.Hash
 }
 
 // commitNow writes (and under SyncAlways fsyncs) b from the calling
@@ -120,24 +132,24 @@ func (l *Log) AppendEntries(entries []flume.Entry) error {
 // back costs two goroutine wake-ups, which on an idle machine are tens of
 // microseconds each on the synchronous-replication path.
 func (l *Log) commitNow(b *batch) error {
-	l.wmu.Lock()
+	l.w.Lock()
 	if !b.done {
 		l.flushLocked()
 	}
 	err := b.err
-	l.wmu.Unlock()
+	l.w.Unlock()
 	return err
 }
 
 func (l *Log) pendingLocked() *batch {
-	if l.pend == nil {
-		l.pend = &batch{buf: l.spareBuf[:0], offs: l.spareOffs[:0], start: l.enc.size}
+	if l.mu.pend == nil {
+		l.mu.pend = &batch{buf: l.mu.spareBuf[:0], offs: l.mu.spareOffs[:0], start: l.mu.enc.size}
 		if l.kick != nil {
-			l.pend.doneC = make(chan struct{}) // only the flusher's waiters use it
+			l.mu.pend.doneC = make(chan struct{}) // only the flusher's waiters use it
 		}
-		l.spareBuf, l.spareOffs = nil, nil
+		l.mu.spareBuf, l.mu.spareOffs = nil, nil
 	}
-	return l.pend
+	return l.mu.pend
 }
 
 // commit waits until b is written (and fsynced per policy) and published.
@@ -152,12 +164,12 @@ func (l *Log) commit(b *batch) error {
 		// fsyncs it itself, saving the two goroutine wake-ups of a
 		// handoff to the flusher and back. Writers that arrive during its
 		// fsync form the next group, which the flusher cuts.
-		if l.wmu.TryLock() {
+		if l.w.TryLock() {
 			if !b.done {
 				l.growGroup()
 				l.flushLocked()
 			}
-			l.wmu.Unlock()
+			l.w.Unlock()
 			return b.err
 		}
 		select {
@@ -176,10 +188,10 @@ const maxGroupYields = 8
 func (l *Log) pendingCount() int {
 	l.mu.RLock()
 	defer l.mu.RUnlock()
-	if l.pend == nil {
+	if l.mu.pend == nil {
 		return 0
 	}
-	return len(l.pend.offs)
+	return len(l.mu.pend.offs)
 }
 
 // flushLoop is the group-commit flusher under SyncAlways. It exits when
@@ -198,9 +210,9 @@ func (l *Log) flushLoop(ctx context.Context) {
 		// each about half of them. Yield while the group keeps growing
 		// (a lone writer costs one extra yield).
 		l.growGroup()
-		l.wmu.Lock()
+		l.w.Lock()
 		l.flushLocked()
-		l.wmu.Unlock()
+		l.w.Unlock()
 	}
 }
 
@@ -219,13 +231,13 @@ func (l *Log) growGroup() {
 }
 
 // flushLocked writes the pending batch, fsyncs it per policy and publishes
-// it. l.wmu must be held.
+// it. l.w must be held.
 func (l *Log) flushLocked() {
 	l.mu.Lock()
-	b := l.pend
-	l.pend = nil
-	f := l.active.f
-	werr := l.werr
+	b := l.mu.pend
+	l.mu.pend = nil
+	f := l.mu.active.files.f
+	werr := l.w.err
 	l.mu.Unlock()
 	if b == nil {
 		return
@@ -235,34 +247,34 @@ func (l *Log) flushLocked() {
 		l.mu.Lock()
 		// Pending entries encoded after b build on b's seqs and hashes: fail
 		// them too and roll the encoder back to the published state.
-		if p := l.pend; p != nil {
+		if p := l.mu.pend; p != nil {
 			p.finish(fmt.Errorf("filelog: an earlier entry in the same group failed: %w", err))
-			l.pend = nil
+			l.mu.pend = nil
 		}
-		l.enc = encState{since: l.since, head: l.head, size: l.pubSize}
+		l.mu.enc = encState{since: l.mu.since, head: l.mu.head, size: l.mu.pubSize}
 		l.mu.Unlock()
 	}
 	if werr != nil {
 		fail(werr)
 		return
 	}
-	if b.start != l.wsize {
-		fail(fmt.Errorf("filelog: internal error: batch at %d, segment at %d", b.start, l.wsize))
+	if b.start != l.w.size {
+		fail(fmt.Errorf("filelog: internal error: batch at %d, segment at %d", b.start, l.w.size))
 		return
 	}
 	l.stats.writes.Add(1)
 	if _, err := f.WriteAt(b.buf, b.start); err != nil {
-		err = fmt.Errorf("filelog: write %s: %w", l.active.path, err)
+		err = fmt.Errorf("filelog: write %s: %w", l.mu.active.path, err)
 		// Cut any partial write so that the file ends at the last good
 		// frame; if even that fails the file's state is unknown: sticky.
-		if terr := f.Truncate(l.wsize); terr != nil {
+		if terr := f.Truncate(l.w.size); terr != nil {
 			l.setSticky(fmt.Errorf("%w; truncating the partial write failed too: %v", err, terr))
 		}
 		fail(err)
 		return
 	}
-	l.wsize += int64(len(b.buf))
-	l.unsynced = true
+	l.w.size += int64(len(b.buf))
+	l.w.unsynced = true
 	if l.opts.Sync == SyncAlways {
 		if err := l.syncLocked(); err != nil {
 			fail(err)
@@ -272,11 +284,11 @@ func (l *Log) flushLocked() {
 	l.stats.entries.Add(int64(len(b.offs)))
 	l.stats.bytes.Add(int64(len(b.buf)))
 	l.mu.Lock()
-	l.activeIdx = append(l.activeIdx, b.offs...)
-	l.since, l.head, l.pubSize = b.last, b.head, l.wsize
+	l.mu.activeIdx = append(l.mu.activeIdx, b.offs...)
+	l.mu.since, l.mu.head, l.mu.pubSize = b.last, b.head, l.w.size
 	l.sinceA.Store(b.last)
-	if cap(b.buf) <= maxSpare && l.spareBuf == nil {
-		l.spareBuf, l.spareOffs = b.buf[:0], b.offs[:0]
+	if cap(b.buf) <= maxSpare && l.mu.spareBuf == nil {
+		l.mu.spareBuf, l.mu.spareOffs = b.buf[:0], b.offs[:0]
 	}
 	l.mu.Unlock()
 	b.buf, b.offs = nil, nil
@@ -290,19 +302,19 @@ type encState struct {
 }
 
 // batch is the pending group of frames that one flush writes. Appenders keep
-// a pointer to the batch they encoded into and read done/err under wmu.
+// a pointer to the batch they encoded into and read done/err under Log.w.
 type batch struct {
 	buf   []byte
 	offs  []int64
 	start int64 // offset in the active segment where buf goes
 	last  int64
 	head  flume.Hash
-	done  bool          // guarded by wmu
-	err   error         // guarded by wmu; read by waiters after doneC closes
+	done  bool          // guarded by Log.w
+	err   error         // guarded by Log.w; read by waiters after doneC closes
 	doneC chan struct{} // closed by finish
 }
 
-// finish records the batch's outcome and wakes its waiters. l.wmu is held.
+// finish records the batch's outcome and wakes its waiters. l.w is held.
 func (b *batch) finish(err error) {
 	b.done, b.err = true, err
 	if b.doneC != nil {
