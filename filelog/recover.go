@@ -219,7 +219,7 @@ func (l *Log) loadSealed(s *segment, haveIdx bool) error {
 		return fmt.Errorf("filelog: stat %s: %w", s.path, err)
 	}
 	if haveIdx {
-		count, size, err := readIndexTrailer(l.fs, s)
+		count, size, err := readIndexTrailer(s)
 		if err == nil && size == st.Size() {
 			s.count, s.size = count, size
 			return nil
@@ -255,7 +255,9 @@ func (l *Log) loadSealed(s *segment, haveIdx bool) error {
 	return nil
 }
 
-func readIndexTrailer(fsys vfs.FS, s *segment) (int64, int64, error) {
+// readIndexTrailer reads the trailer of sealed segment s's index file and
+// returns the entry count and segment size it records.
+func readIndexTrailer(s *segment) (int64, int64, error) {
 	f, err := s.idxFile()
 	if err != nil {
 		return 0, 0, err
