@@ -17,13 +17,44 @@ import (
 	"github.com/flume-go/flume/vfs"
 )
 
+// recover rebuilds the log's state from its directory. Open calls it
+// before the Log is shared, so it takes no locks. Its steps, in order:
+// list the files, read (or create) META, load the sealed segments from
+// their indexes, then scan the active segment, deciding whether a bad frame
+// there is a torn tail to cut or corruption to refuse.
 func (l *Log) recover() error {
+	bases, idx, err := l.listDir()
+	if err != nil {
+		return err
+	}
+	if err := l.loadMeta(len(bases) > 0); err != nil {
+		return err
+	}
+	if len(bases) == 0 {
+		return l.startEmpty()
+	}
+	l.report.Segments = len(bases)
+	if bases[0] != 0 {
+		return &flume.CorruptionError{Path: filepath.Join(l.dir, segName(bases[0])), Offset: 0, Seq: 0,
+			Reason: fmt.Sprintf("first segment starts at seq %d, not 0", bases[0])}
+	}
+	last := bases[len(bases)-1]
+	next, err := l.loadSealedSegments(bases[:len(bases)-1], idx)
+	if err != nil {
+		return err
+	}
+	return l.recoverActive(last, next, idx[last])
+}
+
+// listDir returns the first seqs of the segment files in l.dir, in order,
+// and which of them have an index file. It removes leftover temp files
+// (unless read-only) and fails on a .seg file with an unexpected name.
+func (l *Log) listDir() (bases []int64, idx map[int64]bool, err error) {
 	names, err := l.fs.List(l.dir)
 	if err != nil {
-		return fmt.Errorf("filelog: list %s: %w", l.dir, err)
+		return nil, nil, fmt.Errorf("filelog: list %s: %w", l.dir, err)
 	}
-	var bases []int64
-	idx := map[int64]bool{}
+	idx = map[int64]bool{}
 	for _, n := range names {
 		switch {
 		case strings.HasSuffix(n, tmpExt):
@@ -33,7 +64,7 @@ func (l *Log) recover() error {
 		case strings.HasSuffix(n, segExt):
 			b, err := strconv.ParseInt(strings.TrimSuffix(n, segExt), 10, 64)
 			if err != nil || b < 0 || segName(b) != n {
-				return fmt.Errorf("filelog: unexpected file %s in %s", n, l.dir)
+				return nil, nil, fmt.Errorf("filelog: unexpected file %s in %s", n, l.dir)
 			}
 			bases = append(bases, b)
 		case strings.HasSuffix(n, idxExt):
@@ -44,96 +75,142 @@ func (l *Log) recover() error {
 		}
 	}
 	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	return bases, idx, nil
+}
 
+// loadMeta reads META, or writes a new one (a new log ID) for a new log. A
+// missing META next to existing segments is corruption.
+func (l *Log) loadMeta(haveSegments bool) error {
 	m, err := readMeta(l.fs, l.dir)
 	switch {
-	case errors.Is(err, fs.ErrNotExist) && len(bases) == 0 && !l.opts.ReadOnly:
+	case errors.Is(err, fs.ErrNotExist) && !haveSegments && !l.opts.ReadOnly:
 		m = meta{id: flume.NewLogID()}
 		if err := writeMeta(l.fs, l.dir, m); err != nil {
 			return err
 		}
 		l.report.Created = true
-	case errors.Is(err, fs.ErrNotExist) && len(bases) > 0:
+	case errors.Is(err, fs.ErrNotExist) && haveSegments:
 		return &flume.CorruptionError{Path: filepath.Join(l.dir, metaName), Offset: -1, Seq: -1, Reason: "META is missing but segments exist"}
 	case err != nil:
 		return err
 	}
 	l.mu.id, l.mu.epoch, l.mu.genesis = m.id, m.epoch, flume.GenesisHash(m.id)
+	return nil
+}
 
-	if len(bases) == 0 {
-		if l.opts.ReadOnly {
-			l.mu.active = &segment{base: 0, path: filepath.Join(l.dir, segName(0)), fsys: l.fs}
-			l.mu.segs = []*segment{l.mu.active}
-			l.mu.since, l.mu.head = -1, l.mu.genesis
-			return nil
-		}
-		s, err := l.createSegment(0)
-		if err != nil {
-			return err
-		}
-		l.mu.segs, l.mu.active = []*segment{s}, s
+// startEmpty sets up a log with no segment files: it creates the first
+// segment, or, read-only, stands in an empty one that is never opened.
+func (l *Log) startEmpty() error {
+	if l.opts.ReadOnly {
+		l.mu.active = &segment{base: 0, path: filepath.Join(l.dir, segName(0)), fsys: l.fs}
+		l.mu.segs = []*segment{l.mu.active}
 		l.mu.since, l.mu.head = -1, l.mu.genesis
-		l.report.Segments = 1
 		return nil
 	}
-	l.report.Segments = len(bases)
-
-	// Sealed segments: trust their index trailer (and file size), rebuild
-	// a missing or bad index by scanning.
-	next := bases[0]
-	if next != 0 {
-		return &flume.CorruptionError{Path: filepath.Join(l.dir, segName(bases[0])), Offset: 0, Seq: 0,
-			Reason: fmt.Sprintf("first segment starts at seq %d, not 0", bases[0])}
+	s, err := l.createSegment(0)
+	if err != nil {
+		return err
 	}
-	for _, b := range bases[:len(bases)-1] {
+	l.mu.segs, l.mu.active = []*segment{s}, s
+	l.mu.since, l.mu.head = -1, l.mu.genesis
+	l.report.Segments = 1
+	return nil
+}
+
+// loadSealedSegments adds the sealed segments (all but the last, by first
+// seq) to l.mu.segs, trusting their index trailers (and file sizes) and
+// rebuilding a missing or bad index by scanning. Each must start where the
+// previous one ends. It returns the seq that follows the last of them.
+func (l *Log) loadSealedSegments(bases []int64, idx map[int64]bool) (next int64, err error) {
+	for _, b := range bases {
 		s := &segment{base: b, path: filepath.Join(l.dir, segName(b)), fsys: l.fs, sealed: true}
 		l.mu.segs = append(l.mu.segs, s)
 		if b != next {
-			return &flume.CorruptionError{Path: s.path, Offset: 0, Seq: next,
+			return 0, &flume.CorruptionError{Path: s.path, Offset: 0, Seq: next,
 				Reason: fmt.Sprintf("segment starts at seq %d but the previous one ends at %d", b, next-1)}
 		}
 		if err := l.loadSealed(s, idx[b]); err != nil {
-			return err
+			return 0, err
 		}
 		next = b + s.count
 	}
-	// The last segment is the active one: scan it.
-	b := bases[len(bases)-1]
-	s := &segment{base: b, path: filepath.Join(l.dir, segName(b)), fsys: l.fs}
+	return next, nil
+}
+
+// recoverActive recovers the last segment, the active one, whose first seq
+// is base; next is the seq the sealed segments end before. It scans what
+// the segment's checkpoint index (if any) does not cover; a bad frame is
+// either a torn tail, cut off with the frames of an unfinished batch, or
+// corruption, which fails the open. Then it sets the published and write
+// state.
+func (l *Log) recoverActive(base, next int64, haveIdx bool) error {
+	s := &segment{base: base, path: filepath.Join(l.dir, segName(base)), fsys: l.fs}
 	l.mu.segs = append(l.mu.segs, s)
 	l.mu.active = s
-	if b != next {
+	if base != next {
 		return &flume.CorruptionError{Path: s.path, Offset: 0, Seq: next,
-			Reason: fmt.Sprintf("segment starts at seq %d but the previous one ends at %d", b, next-1)}
+			Reason: fmt.Sprintf("segment starts at seq %d but the previous one ends at %d", base, next-1)}
 	}
+	f, size, err := l.openActive(s)
+	if err != nil {
+		return err
+	}
+	res, err := l.scanActive(s, f, size, haveIdx)
+	if err != nil {
+		return err
+	}
+	if res.problem != nil {
+		torn, err := isTornTail(f, size, base, &res)
+		if err != nil {
+			return fmt.Errorf("filelog: read %s: %w", s.path, err)
+		}
+		if !torn {
+			return &flume.CorruptionError{Path: s.path, Offset: res.badOff, Seq: base + int64(len(res.offs)),
+				Reason: res.problem.Error() + " (valid entries follow, so this is not a torn tail)"}
+		}
+	}
+	if err := l.cutTail(s, f, size, &res); err != nil {
+		return err
+	}
+	return l.setRecovered(base, &res)
+}
+
+// openActive opens the active segment's data file (read-write unless the
+// log is read-only) and returns it with its size.
+func (l *Log) openActive(s *segment) (vfs.File, int64, error) {
 	var f vfs.File
+	var err error
 	if l.opts.ReadOnly {
 		f, err = l.fs.Open(s.path)
 	} else {
 		f, err = l.fs.OpenReadWrite(s.path)
 	}
 	if err != nil {
-		return fmt.Errorf("filelog: open segment: %w", err)
+		return nil, 0, fmt.Errorf("filelog: open segment: %w", err)
 	}
 	s.files.f = f
 	st, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("filelog: stat %s: %w", s.path, err)
+		return nil, 0, fmt.Errorf("filelog: stat %s: %w", s.path, err)
 	}
-	size := st.Size()
-	// A checkpoint index of the active segment (written by Close, or left
-	// by sealing just before a crash) covers a prefix of it: scan only
-	// what follows. Segments only grow past a checkpoint, so a stale one
-	// is still a valid prefix.
+	return f, st.Size(), nil
+}
+
+// scanActive scans the active segment s (data file f of size bytes). A
+// checkpoint index of the active segment (written by Close, or left by
+// sealing just before a crash) covers a prefix of it: only what follows is
+// scanned. Segments only grow past a checkpoint, so a stale one is still a
+// valid prefix. The result covers the whole segment.
+func (l *Log) scanActive(s *segment, f vfs.File, size int64, haveIdx bool) (scanResult, error) {
 	var prefix []int64
 	var start int64
 	var prefixHash flume.Hash
-	if idx[b] {
+	if haveIdx {
 		prefix, start, prefixHash = l.loadCheckpoint(s, f, size)
 	}
-	res, err := scanSegmentFrom(f, b+int64(len(prefix)), start, size)
+	res, err := scanSegmentFrom(f, s.base+int64(len(prefix)), start, size)
 	if err != nil {
-		return fmt.Errorf("filelog: read %s: %w", s.path, err)
+		return res, fmt.Errorf("filelog: read %s: %w", s.path, err)
 	}
 	if len(prefix) > 0 {
 		if len(res.offs) == 0 {
@@ -146,61 +223,83 @@ func (l *Log) recover() error {
 		res.offs = append(prefix, res.offs...)
 	}
 	l.report.ScannedBytes += size - start
+	return res, nil
+}
+
+// isTornTail decides what the bad frame that a scan of the active segment
+// stopped at is: a torn tail, the end of a write that a crash cut short,
+// which recovery truncates and reports in OpenReport; or mid-log
+// corruption, for which Open returns a *flume.CorruptionError and changes
+// nothing. r reads the segment (size bytes), whose first seq is base; res
+// is its scan, with res.problem set.
+//
+// A torn write leaves nothing valid after itself, so the bad frame is a
+// torn tail only if no valid frame with a later seq than the last good one
+// starts anywhere after its first byte: a flipped length can make a
+// mid-log frame look cut short too. A well-formed frame with the wrong seq
+// is never a torn write. The error is an I/O error reading the segment.
+func isTornTail(r io.ReaderAt, size, base int64, res *scanResult) (bool, error) {
+	if errors.Is(res.problem, errSeq) {
+		return false, nil
+	}
+	rest := make([]byte, size-res.badOff-1)
+	if _, err := r.ReadAt(rest, res.badOff+1); err != nil && err != io.EOF {
+		return false, err
+	}
+	return !validFrameAfter(rest, base+int64(len(res.offs))-1), nil
+}
+
+// cutTail truncates the active segment s (f, size bytes) after the last
+// complete batch that res found, if anything follows it: a torn tail, or
+// whole frames of a batch whose last frame was never written (a batch is
+// all-or-nothing, so its surviving frames go too). It records the cut in
+// the open report and logs it; a read-only open only ignores the tail.
+// res is updated to end at the cut.
+func (l *Log) cutTail(s *segment, f vfs.File, size int64, res *scanResult) error {
+	if res.problem == nil && !res.openBatch() {
+		return nil
+	}
+	var reasons []string
 	if res.problem != nil {
-		// A bad frame is a torn tail only if nothing valid follows it: a
-		// flipped length can make a mid-log frame look cut short too. A
-		// well-formed frame with the wrong seq is never a torn write.
-		torn := false
-		if !errors.Is(res.problem, errSeq) {
-			rest := make([]byte, size-res.badOff-1)
-			if _, err := f.ReadAt(rest, res.badOff+1); err != nil && err != io.EOF {
-				return fmt.Errorf("filelog: read %s: %w", s.path, err)
-			}
-			torn = !validFrameAfter(rest, b+int64(len(res.offs))-1)
+		reasons = append(reasons, res.problem.Error())
+	}
+	if res.openBatch() {
+		reasons = append(reasons, fmt.Sprintf("%d entries (from seq %d) of a batch whose last entry was never written",
+			len(res.offs)-res.batchCount, s.base+int64(res.batchCount)))
+		res.offs, res.size, res.lastHash = res.offs[:res.batchCount], res.batchSize, res.batchHash
+	}
+	reason := strings.Join(reasons, "; ")
+	l.report.TruncatedFile = s.path
+	l.report.TruncatedAt = res.size
+	l.report.TruncatedBytes = size - res.size
+	l.report.TruncatedReason = reason
+	l.logger.Warn("filelog: truncating torn tail", "file", s.path, "offset", res.size,
+		"bytes", size-res.size, "reason", reason, "read_only", l.opts.ReadOnly)
+	if !l.opts.ReadOnly {
+		if err := f.Truncate(res.size); err != nil {
+			return fmt.Errorf("filelog: truncate torn tail of %s: %w", s.path, err)
 		}
-		if !torn {
-			return &flume.CorruptionError{Path: s.path, Offset: res.badOff, Seq: b + int64(len(res.offs)),
-				Reason: res.problem.Error() + " (valid entries follow, so this is not a torn tail)"}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("filelog: sync %s: %w", s.path, err)
 		}
 	}
-	if res.problem != nil || res.openBatch() {
-		// A torn tail, or whole frames of a batch whose last frame was
-		// never written: a batch is all-or-nothing, so its surviving
-		// frames go too.
-		var reasons []string
-		if res.problem != nil {
-			reasons = append(reasons, res.problem.Error())
-		}
-		if res.openBatch() {
-			reasons = append(reasons, fmt.Sprintf("%d entries (from seq %d) of a batch whose last entry was never written",
-				len(res.offs)-res.batchCount, b+int64(res.batchCount)))
-			res.offs, res.size, res.lastHash = res.offs[:res.batchCount], res.batchSize, res.batchHash
-		}
-		reason := strings.Join(reasons, "; ")
-		l.report.TruncatedFile = s.path
-		l.report.TruncatedAt = res.size
-		l.report.TruncatedBytes = size - res.size
-		l.report.TruncatedReason = reason
-		l.logger.Warn("filelog: truncating torn tail", "file", s.path, "offset", res.size,
-			"bytes", size-res.size, "reason", reason, "read_only", l.opts.ReadOnly)
-		if !l.opts.ReadOnly {
-			if err := f.Truncate(res.size); err != nil {
-				return fmt.Errorf("filelog: truncate torn tail of %s: %w", s.path, err)
-			}
-			if err := f.Sync(); err != nil {
-				return fmt.Errorf("filelog: sync %s: %w", s.path, err)
-			}
-		}
-	}
+	return nil
+}
+
+// setRecovered sets the published, encoding-ready and write state from
+// res, the scan of the active segment (first seq base) after any cut. With
+// the active segment empty, the head is the last entry of the previous
+// segment, or the genesis hash.
+func (l *Log) setRecovered(base int64, res *scanResult) error {
 	l.mu.activeIdx = res.offs
 	l.mu.pubSize = res.size
 	l.w.size = res.size
-	l.mu.since = b + int64(len(res.offs)) - 1
+	l.mu.since = base + int64(len(res.offs)) - 1
 	switch {
 	case len(res.offs) > 0:
 		l.mu.head = res.lastHash
 	case len(l.mu.segs) > 1:
-		e, err := l.readEntry(l.mu.segs[len(l.mu.segs)-2], b-1)
+		e, err := l.readEntry(l.mu.segs[len(l.mu.segs)-2], base-1)
 		if err != nil {
 			return err
 		}
@@ -344,13 +443,13 @@ var errSeq = errors.New("seq out of sequence")
 // scanSegment reads every frame of f (size bytes, first seq base), checking
 // CRCs and seq density. I/O errors are returned as err; bad data is reported
 // in the result.
-func scanSegment(f vfs.File, base, size int64) (scanResult, error) {
+func scanSegment(f io.ReaderAt, base, size int64) (scanResult, error) {
 	return scanSegmentFrom(f, base, 0, size)
 }
 
 // scanSegmentFrom scans from offset start, where the frame of seq first
 // begins.
-func scanSegmentFrom(f vfs.File, first, start, size int64) (scanResult, error) {
+func scanSegmentFrom(f io.ReaderAt, first, start, size int64) (scanResult, error) {
 	res := scanResult{size: start, batchSize: start}
 	r := newFrameReader()
 	defer r.release()
