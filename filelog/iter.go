@@ -1,3 +1,5 @@
+// Iterators: sequential reads of published entries across segments.
+
 package filelog
 
 import (
@@ -61,8 +63,8 @@ func (it *iter) Next() bool {
 		if it.r.off >= it.r.limit {
 			l := it.l
 			l.mu.RLock()
-			closed := l.closed
-			limit, sealed := l.pubSize, it.seg.sealed
+			closed := l.mu.closed
+			limit, sealed := l.mu.pubSize, it.seg.sealed
 			if sealed {
 				limit = it.seg.size
 			}
@@ -104,24 +106,24 @@ func (it *iter) Next() bool {
 func (it *iter) position() (bool, error) {
 	l := it.l
 	l.mu.RLock()
-	if l.closed {
+	if l.mu.closed {
 		l.mu.RUnlock()
 		return false, flume.ErrClosed
 	}
-	if it.next > l.since+1 {
+	if it.next > l.mu.since+1 {
 		l.mu.RUnlock()
 		return false, nil
 	}
 	s := l.segmentLocked(it.next)
 	var off, limit int64
-	if s == l.active {
-		limit = l.pubSize
-		if i := it.next - s.base; i < int64(len(l.activeIdx)) {
-			off = l.activeIdx[i]
+	if s == l.mu.active {
+		limit = l.mu.pubSize
+		if i := it.next - s.base; i < int64(len(l.mu.activeIdx)) {
+			off = l.mu.activeIdx[i]
 		} else {
 			off = limit
 		}
-		f := s.f
+		f := s.files.f
 		l.mu.RUnlock()
 		it.setReader(s, off, limit, f)
 		return true, nil

@@ -1,3 +1,5 @@
+// On-disk names and the encodings of META and index files.
+
 package filelog
 
 import (

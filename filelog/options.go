@@ -1,3 +1,5 @@
+// Options and SyncMode, with their defaults.
+
 package filelog
 
 import (

@@ -1,3 +1,5 @@
+// Verify: a full walk of every frame, checking CRCs, seqs and the chain hash.
+
 package filelog
 
 import (
@@ -35,21 +37,21 @@ func (l *Log) Verify(ctx context.Context, progress func(doneBytes, totalBytes in
 		limit int64
 	}
 	l.mu.RLock()
-	if l.closed {
+	if l.mu.closed {
 		l.mu.RUnlock()
 		return VerifyReport{}, flume.ErrClosed
 	}
 	var segs []segView
 	var total int64
-	for _, s := range l.segs {
+	for _, s := range l.mu.segs {
 		lim := s.size
-		if s == l.active {
-			lim = l.pubSize
+		if s == l.mu.active {
+			lim = l.mu.pubSize
 		}
 		segs = append(segs, segView{s, lim})
 		total += lim
 	}
-	since, genesis := l.since, l.genesis
+	since, genesis := l.mu.since, l.mu.genesis
 	l.mu.RUnlock()
 
 	rep := VerifyReport{Since: -1, Head: genesis}
