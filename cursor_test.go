@@ -618,6 +618,30 @@ func TestCursorDoesNotAllocate(t *testing.T) {
 	}
 }
 
+// TestStreamAndViewWrapCursorErrors: the cursor's errors reach stream and
+// view readers with their prefixes and identity.
+func TestStreamAndViewWrapCursorErrors(t *testing.T) {
+	l := newStubLog()
+	if _, err := l.Append(val(0), val(1)); err != nil {
+		t.Fatal(err)
+	}
+	l.lieSince = 4
+	db := openOver(t, l)
+	_, err := collect(t, db.Stream(context.Background(), flume.StreamOptions{}))
+	if !errors.Is(err, flume.ErrCorrupt) || !strings.HasPrefix(fmt.Sprint(err), "flume: stream: ") ||
+		!strings.Contains(fmt.Sprint(err), "published seq 2") {
+		t.Fatalf("stream err = %v, want a flume: stream: ErrCorrupt at seq 2", err)
+	}
+	v := newTestView()
+	if err := db.Use("v", v); err != nil {
+		t.Fatal(err)
+	}
+	err = v.host.Sync(ctxTimeout(t, 5*time.Second))
+	if !errors.Is(err, flume.ErrCorrupt) || !strings.HasPrefix(fmt.Sprint(err), `flume: view "v": `) || v.Since() != 1 {
+		t.Fatalf("view err = %v at since %d, want a flume: view \"v\": ErrCorrupt after seq 1", err, v.Since())
+	}
+}
+
 func ExampleDB_Cursor() {
 	ctx := context.Background()
 	db, _ := flume.Open(memlog.New(), nil)
