@@ -10,6 +10,8 @@
 //     filelog implement it.
 //   - DB: a Log plus views. Append returns each entry's own seq; Since is
 //     observable (WaitSince, Changed, Watch); Stream reads ranges, live.
+//     Cursor tails the published log without blocking (the caller chooses
+//     how to wait); streams and view feeds read through it.
 //   - View: state derived from the log, fed in order, with its own since
 //     persisted atomically with its state (package views: Reduce, Index).
 //

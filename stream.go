@@ -50,15 +50,14 @@ type Stream struct {
 	opts StreamOptions
 
 	lo, hi int64 // inclusive bounds; hi may be maxSeq
-	next   int64 // next seq to yield (forward) or to yield going down (reverse)
-	since  int64 // published since as last read; refreshed when next passes it
-	count  int   // entries yielded
-	polls  int   // entries since ctx was last checked
-	it     Iterator
-	fresh  bool // it was made for next and has yielded nothing yet
-	cur    Entry
-	err    error
-	done   bool
+	// c reads forward streams. c.cur is the current entry in both
+	// directions (reverse streams set it), so Entry has one place to look.
+	c     Cursor
+	next  int64 // reverse streams: next seq to yield going down
+	count int   // entries yielded
+	polls int   // entries since ctx was last checked
+	err   error
+	done  bool
 
 	// Reverse streams read the log forward in windows and yield each one
 	// backwards: one sequential read per window rather than an indexed
@@ -113,7 +112,6 @@ func (db *DB) Stream(ctx context.Context, opts StreamOptions) *Stream {
 		}
 	}
 	since, _, closed := db.changedState()
-	s.since = since
 	switch {
 	case opts.Reverse && opts.Live:
 		s.finish(errors.New("flume: stream: Reverse and Live cannot be combined"))
@@ -129,14 +127,17 @@ func (db *DB) Stream(ctx context.Context, opts StreamOptions) *Stream {
 		}
 		s.next = min(s.hi, since)
 	default:
-		s.next = s.lo
+		from := s.lo
 		if opts.SkipOld {
-			s.next = max(s.lo, since+1)
+			from = max(s.lo, since+1)
 		}
 		if !opts.Live {
 			// A snapshot: the range ends where the log ended at open.
 			s.hi = min(s.hi, since)
 		}
+		// The cursor starts from the since read above rather than
+		// reading it again.
+		s.c = Cursor{db: db, next: from, since: since}
 	}
 	return s
 }
@@ -161,51 +162,27 @@ func (s *Stream) Next() bool {
 		return s.nextReverse()
 	}
 	for {
-		if s.next > s.hi {
+		if s.c.next > s.hi {
 			return s.finish(nil)
 		}
-		if s.next > s.since {
-			since, ch, closed := s.db.changedState()
-			if closed {
-				return s.finish(ErrClosed)
-			}
-			s.since = since
-			if s.next > since {
-				if !s.opts.Live {
-					return s.finish(nil)
-				}
-				select {
-				case <-ch:
-				case <-s.ctx.Done():
-					return s.finish(s.ctx.Err())
-				}
-				continue
-			}
-		}
-		if s.it == nil {
-			s.it, s.fresh = s.db.log.Iter(s.next), true
-		}
-		if s.it.Next() {
-			e := s.it.Entry()
-			if e.Seq != s.next {
-				return s.finish(fmt.Errorf("flume: stream: log returned seq %d, expected %d", e.Seq, s.next))
-			}
-			s.cur, s.fresh = e, false
-			s.next++
+		if s.c.Next() {
 			s.count++
 			return true
 		}
-		if err := s.it.Err(); err != nil {
-			return s.finish(s.wrap(err))
+		if err := s.c.Err(); err != nil {
+			if errors.Is(err, ErrClosed) {
+				return s.finish(ErrClosed)
+			}
+			return s.finish(fmt.Errorf("flume: stream: %w", err))
 		}
-		if s.fresh {
-			// A new iterator found nothing at a published seq.
-			return s.finish(fmt.Errorf("flume: stream: log ends before published seq %d", s.next))
+		if !s.opts.Live {
+			return s.finish(nil)
 		}
-		// The iterator stopped at the end it saw when it was made; a fresh
-		// one sees what was published since.
-		s.it.Close()
-		s.it = nil
+		select {
+		case <-s.c.Changed():
+		case <-s.ctx.Done():
+			return s.finish(s.ctx.Err())
+		}
 	}
 }
 
@@ -218,7 +195,7 @@ func (s *Stream) nextReverse() bool {
 			return s.finish(s.wrap(err))
 		}
 	}
-	s.cur = s.rbuf[len(s.rbuf)-1]
+	s.c.cur = s.rbuf[len(s.rbuf)-1]
 	s.rbuf = s.rbuf[:len(s.rbuf)-1]
 	s.count++
 	return true
@@ -280,20 +257,16 @@ func (s *Stream) wrap(err error) error {
 func (s *Stream) finish(err error) bool {
 	if !s.done {
 		s.done, s.err = true, err
-		if s.it != nil {
-			if cerr := s.it.Close(); s.err == nil && cerr != nil && !errors.Is(cerr, ErrClosed) {
-				s.err = cerr
-			}
-			s.it = nil
+		if cerr := s.c.Close(); s.err == nil && cerr != nil {
+			s.err = cerr
 		}
-		s.cur = Entry{}
 	}
 	return false
 }
 
 // Entry is the current entry. Its Data is valid until the next call to Next
 // or Close; copy it to keep it.
-func (s *Stream) Entry() Entry { return s.cur }
+func (s *Stream) Entry() Entry { return s.c.cur }
 
 // Err returns the error that ended the stream, nil at a normal end (range
 // exhausted, Limit reached, or Close called by the user).

@@ -205,18 +205,6 @@ func (db *DB) View(name string) View {
 // recording an error.
 func (r *viewRunner) run() {
 	defer r.db.wg.Done()
-	var (
-		batch []Entry
-		offs  []int  // payload offsets of batch entries in arena
-		arena []byte // batch payloads, copied: iterator data is valid only until Next
-		it    Iterator
-		fresh bool
-	)
-	defer func() {
-		if it != nil {
-			it.Close()
-		}
-	}()
 	maxEntries, maxBytes := ViewBatch, viewBatchBytes
 	if bl, ok := r.v.(BatchLimiter); ok {
 		if e, b := bl.MaxBatch(); e > 0 && b > 0 {
@@ -228,75 +216,34 @@ func (r *viewRunner) run() {
 		}
 	}
 	r.db.mu.Lock()
-	next := r.done + 1
+	c := r.db.Cursor(r.done + 1)
 	r.db.mu.Unlock()
-	since := int64(-1)
+	defer c.Close()
 	for {
-		if next > since {
-			s, ch, closed := r.db.changedState()
-			if closed {
-				return
-			}
-			since = s
-			if next > since {
-				<-ch // closed by a publish or by Close
-				continue
-			}
-		}
 		select {
 		case <-r.db.closedCh:
 			return
 		default:
 		}
-		if it == nil {
-			it, fresh = r.db.log.Iter(next), true
-		}
-		batch, offs, arena = batch[:0], offs[:0], arena[:0]
-		for len(batch) < maxEntries && next <= since && len(arena) < maxBytes && it.Next() {
-			e := it.Entry()
-			if e.Seq != next {
-				r.fail(fmt.Errorf("flume: view %q: log iterator returned seq %d, expected %d", r.name, e.Seq, next))
+		// The entries of a batch are good even when the cursor stopped
+		// right after them: the view gets them before the feed ends.
+		batch := c.Batch(maxEntries, maxBytes)
+		if len(batch) > 0 {
+			if err := r.v.Apply(batch); err != nil {
+				r.fail(fmt.Errorf("flume: view %q: apply %d..%d: %w", r.name, batch[0].Seq, batch[len(batch)-1].Seq, err))
 				return
 			}
-			offs = append(offs, len(arena))
-			arena = append(arena, e.Data...)
-			batch = append(batch, e)
-			next++
+			r.advance(batch[len(batch)-1].Seq)
 		}
-		if len(batch) == 0 {
-			if err := it.Err(); err != nil {
-				if errors.Is(err, ErrClosed) {
-					return
-				}
-				r.fail(fmt.Errorf("flume: view %q: read log at %d: %w", r.name, next, err))
-				return
+		if err := c.Err(); err != nil {
+			if !errors.Is(err, ErrClosed) {
+				r.fail(fmt.Errorf("flume: view %q: %w", r.name, err))
 			}
-			if fresh {
-				r.fail(fmt.Errorf("flume: view %q: log ends before published seq %d", r.name, next))
-				return
-			}
-			// The iterator reached the end it saw when made.
-			it.Close()
-			it = nil
-			continue
-		}
-		fresh = false
-		for i := range batch {
-			end := len(arena)
-			if i+1 < len(offs) {
-				end = offs[i+1]
-			}
-			batch[i].Data = arena[offs[i]:end:end]
-		}
-		if err := r.v.Apply(batch); err != nil {
-			r.fail(fmt.Errorf("flume: view %q: apply %d..%d: %w", r.name, batch[0].Seq, batch[len(batch)-1].Seq, err))
 			return
 		}
-		clear(batch) // drop references to payloads before the next batch
-		if cap(arena) > 4*maxBytes {
-			arena = nil // one huge entry: don't keep its buffer
+		if len(batch) == 0 {
+			<-c.Changed() // closed by a publish or by Close
 		}
-		r.advance(next - 1)
 	}
 }
 
