@@ -154,67 +154,40 @@ func (s *sendSession) windowOpen() bool {
 	return s.mu.sentBytes-s.mu.recvBytes < int64(s.p.opts.MaxInFlight) && len(s.mu.recs) < 1<<16
 }
 
-// sendLoop streams entries from `from` on, then live, with heartbeats.
+// sendLoop streams entries from `from` on, then live, with heartbeats. It
+// reads the log through a flume.Cursor, never past the since it puts in the
+// batch header, and stops reading while the flow-control window is shut.
 func (s *sendSession) sendLoop(from int64) error {
 	p, w := s.p, s.w
-	l := p.db.Log()
-	next := from
-	var it flume.Iterator
-	defer func() {
-		if it != nil {
-			it.Close()
-		}
-	}()
+	c := p.db.Cursor(from)
+	defer c.Close()
 	hb := time.NewTicker(p.opts.Heartbeat)
 	defer hb.Stop()
 	lastSend := time.Now()
 	maxBytes, maxEntries := p.opts.MaxBatchBytes, p.opts.MaxBatchEntries
 	for {
 		since, changed := p.db.Changed()
-		for next <= since && s.windowOpen() {
-			buf, start := appendBatchHeader(w.out, since, next)
+		for c.NextSeq() <= since && s.windowOpen() {
+			buf, start := appendBatchHeader(w.out, since, c.NextSeq())
 			count, frameBytes := 0, 0
-			for count < maxEntries && len(buf)-start < maxBytes && next <= since {
-				if it == nil {
-					it = l.Iter(next)
-				}
-				if !it.Next() {
-					err := it.Err()
-					it.Close()
-					it = nil
-					if err != nil {
-						return fmt.Errorf("repl: reading the log at seq %d: %w", next, err)
-					}
-					if count == 0 {
-						// A fresh iterator found nothing: the log ends
-						// before its published since.
-						it = l.Iter(next)
-						if !it.Next() {
-							return fmt.Errorf("repl: the log ends before published seq %d", next)
-						}
-					} else {
-						break
-					}
-				}
-				e := it.Entry()
-				if e.Seq != next {
-					return fmt.Errorf("repl: the log returned seq %d, expected %d", e.Seq, next)
-				}
+			for count < maxEntries && len(buf)-start < maxBytes && c.NextSeq() <= since && c.Next() {
 				n := len(buf)
-				buf = flume.AppendFrame(buf, e)
+				buf = flume.AppendFrame(buf, c.Entry())
 				frameBytes += len(buf) - n
-				next++
 				count++
 			}
 			if count == 0 {
-				break
+				// A published seq either yields an entry or sets Err.
+				w.out = buf[:start]
+				return fmt.Errorf("repl: reading the log: %w", c.Err())
 			}
 			w.out = finishBatch(buf, start, uint32(count))
+			last := c.NextSeq() - 1
 			s.mu.Lock()
-			s.mu.sentSeq = next - 1
+			s.mu.sentSeq = last
 			s.mu.sentBytes += int64(frameBytes)
 			s.mu.sentCount += int64(count)
-			s.mu.recs = append(s.mu.recs, sentRec{last: next - 1, cum: s.mu.sentBytes})
+			s.mu.recs = append(s.mu.recs, sentRec{last: last, cum: s.mu.sentBytes})
 			s.mu.Unlock()
 			p.stats.entriesSent.Add(int64(count))
 			p.stats.bytesSent.Add(int64(frameBytes))
@@ -243,7 +216,7 @@ func (s *sendSession) sendLoop(from int64) error {
 		case <-s.ackCh:
 		case now := <-hb.C:
 			if now.Sub(lastSend) >= p.opts.Heartbeat/2 {
-				w.out = appendHeartbeat(w.out, heartbeat{Since: since, UnixNano: now.UnixNano(), Through: next - 1})
+				w.out = appendHeartbeat(w.out, heartbeat{Since: since, UnixNano: now.UnixNano(), Through: c.NextSeq() - 1})
 				if err := w.flush(); err != nil {
 					return err
 				}
