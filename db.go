@@ -451,7 +451,7 @@ func (db *DB) Role() (follower bool, primary string) {
 
 // AppendReplicated appends entries received from a primary: they must
 // continue the log exactly (ErrOutOfOrder, ErrDiverged otherwise; nothing is
-// appended then). It returns once they are durable per the log's policy and
+// appended then). Only a follower takes them (ErrNotFollower otherwise). It returns once they are durable per the log's policy and
 // publishes them to streams and views.
 func (db *DB) AppendReplicated(entries []Entry) error {
 	if len(entries) == 0 {
@@ -459,11 +459,17 @@ func (db *DB) AppendReplicated(entries []Entry) error {
 	}
 	db.appendMu.Lock()
 	db.mu.Lock()
-	closed := db.mu.closed
+	closed, follower := db.mu.closed, db.mu.follower
 	db.mu.Unlock()
 	if closed {
 		db.appendMu.Unlock()
 		return ErrClosed
+	}
+	if !follower {
+		// A DB that takes client appends (never a follower, or promoted)
+		// takes no entries from elsewhere: that would be two writers.
+		db.appendMu.Unlock()
+		return fmt.Errorf("flume: append replicated: %w", ErrNotFollower)
 	}
 	err := db.log.AppendEntries(entries)
 	if err == nil {

@@ -29,6 +29,7 @@ func FuzzFollowerSession(f *testing.F) {
 		}
 		defer fdb.Close()
 		fdb.AdoptID(id)
+		fdb.SetFollower(true, "fuzz")
 		if err := fdb.AppendReplicated(base); err != nil {
 			t.Fatal(err)
 		}

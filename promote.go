@@ -1,0 +1,76 @@
+package flume
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrNotFollower is returned by DB.Promote on a DB that is not a follower:
+// it already takes appends (a primary), so there is nothing to promote.
+var ErrNotFollower = errors.New("flume: not a follower")
+
+// ErrNoEpochs is returned by DB.Promote when the DB's log keeps no epoch
+// history (it does not implement EpochLog), so a promotion could not be
+// told apart from the history before it.
+var ErrNoEpochs = errors.New("flume: the log keeps no epoch history")
+
+// Promote makes a follower DB the primary of a new epoch, atomically with
+// respect to appends: no client append is taken before the epoch's record
+// is durable, and no replicated append is taken after. The new epoch is one
+// higher than any the log has seen (its own epoch, its last epoch record,
+// and the epoch it is fenced at); the log is fenced at it and the record
+// (first seq Since()+1, chain hash at Since(), a random promotion ID) is made
+// durable before Promote returns. From then on client appends succeed,
+// AppendReplicated is refused, and any upstream claim is over: the caller
+// must have stopped its replication follower first (repl.Follower.Promote
+// does both).
+//
+// nodeID names the promoter in the record (informative). Promote fails with
+// ErrNotFollower on a DB that takes appends, ErrNoEpochs if the log keeps
+// no epoch history, and ErrClosed after Close; then nothing changes.
+func (db *DB) Promote(nodeID string) (EpochRecord, error) {
+	el, ok := db.log.(EpochLog)
+	if !ok {
+		return EpochRecord{}, ErrNoEpochs
+	}
+	db.appendMu.Lock()
+	defer db.appendMu.Unlock()
+	db.mu.Lock()
+	closed, follower := db.mu.closed, db.mu.follower
+	db.mu.Unlock()
+	switch {
+	case closed:
+		return EpochRecord{}, ErrClosed
+	case !follower:
+		return EpochRecord{}, ErrNotFollower
+	}
+	epoch := max(el.Epoch(), el.FencedEpoch())
+	if h := el.Epochs(); len(h) > 0 {
+		epoch = max(epoch, h[len(h)-1].Epoch)
+	}
+	epoch++
+	since, hash := el.Head()
+	r := EpochRecord{Epoch: epoch, Start: since + 1, Prev: hash, When: time.Now().UnixNano()}
+	if _, err := rand.Read(r.Promotion[:]); err != nil {
+		return EpochRecord{}, fmt.Errorf("flume: promote: %w", err)
+	}
+	sum := sha256.Sum256([]byte(nodeID))
+	r.Promoter = binary.LittleEndian.Uint32(sum[:4])
+	// Fenced first: a crash between the two leaves a node that refuses the
+	// old primary and has not begun the epoch, which a retried Promote
+	// finishes (at a higher number, as the fence counts as seen).
+	if err := el.Fence(epoch); err != nil {
+		return EpochRecord{}, fmt.Errorf("flume: promote: fence at epoch %d: %w", epoch, err)
+	}
+	if err := el.BeginEpoch(r); err != nil {
+		return EpochRecord{}, fmt.Errorf("flume: promote: begin epoch %d: %w", epoch, err)
+	}
+	db.mu.Lock()
+	db.mu.follower, db.mu.primary, db.mu.upstream = false, "", false
+	db.mu.Unlock()
+	return r, nil
+}
