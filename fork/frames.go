@@ -1,6 +1,7 @@
 package fork
 
 import (
+	"errors"
 	"fmt"
 
 	"github.com/flume-go/flume"
@@ -18,13 +19,20 @@ func framePayloadLen(b []byte) (int, bool) {
 	return int(l), l <= flume.MaxEntrySize
 }
 
-// decodeFrame decodes the whole frame b (CRC checked). Data aliases b.
-func decodeFrame(b []byte) (flume.Entry, error) {
+// decodeFrame decodes the whole frame b (CRC checked). Data aliases b. A
+// bad frame gives the reason why, without the codec's prefix.
+func decodeFrame(b []byte) (flume.Entry, string) {
 	e, n, err := flume.DecodeFrame(b)
-	if err == nil && n != len(b) {
-		err = fmt.Errorf("frame is %d bytes, expected %d", n, len(b))
+	var fe *flume.FrameError
+	switch {
+	case errors.As(err, &fe):
+		return e, fe.Reason
+	case err != nil:
+		return e, err.Error()
+	case n != len(b):
+		return e, fmt.Sprintf("frame is %d bytes, expected %d", n, len(b))
 	}
-	return e, err
+	return e, ""
 }
 
 // chain tracks the expected seq and chain hash through the frames of a

@@ -174,9 +174,9 @@ func decode(r io.ReaderAt, size int64, path string, info *Info, fn func(flume.En
 		if err := read(buf[frameHeaderSize:]); err != nil {
 			return err
 		}
-		e, err := decodeFrame(buf)
-		if err != nil {
-			return bad(at, seq, flume.ErrCorrupt, "%v", err)
+		e, msg := decodeFrame(buf)
+		if msg != "" {
+			return bad(at, seq, flume.ErrCorrupt, "%s", msg)
 		}
 		if msg := c.check(e); msg != "" {
 			return bad(at, seq, flume.ErrCorrupt, "%s", msg)

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"io/fs"
 	"path/filepath"
 	"time"
@@ -39,6 +40,8 @@ type Writer struct {
 	state writerState
 	err   error // sticky: the first failure
 }
+
+var _ io.Writer = (*Writer)(nil)
 
 type writerState int
 
@@ -160,9 +163,9 @@ func (w *Writer) Write(p []byte) (int, error) {
 		if w.c.done() {
 			return 0, w.fail(fmt.Errorf("%w: bytes at offset %d after the last frame of the cut (seq %d)", ErrStream, off, w.h.Since))
 		}
-		e, err := decodeFrame(data[:frameHeaderSize+l])
-		if err != nil {
-			return 0, w.fail(fmt.Errorf("%w: frame at offset %d: %v", ErrStream, off, err))
+		e, msg := decodeFrame(data[:frameHeaderSize+l])
+		if msg != "" {
+			return 0, w.fail(fmt.Errorf("%w: frame at offset %d: %s", ErrStream, off, msg))
 		}
 		if msg := w.c.check(e); msg != "" {
 			return 0, w.fail(fmt.Errorf("%w: frame at offset %d: %s", ErrStream, off, msg))
