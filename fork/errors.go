@@ -51,6 +51,7 @@ type FileError struct {
 	Kind   error // flume.ErrCorrupt, ErrIncomplete or ErrVersion
 }
 
+// Error says what is wrong, in which file, at which offset (and seq).
 func (e *FileError) Error() string {
 	what := "corrupt"
 	switch e.Kind {

@@ -38,6 +38,7 @@ const (
 
 var stateNames = [...]string{"complete", "temp", "incomplete", "corrupt", "unsupported"}
 
+// String returns the state's name as "flume forked list" prints it.
 func (s State) String() string {
 	if int(s) < len(stateNames) {
 		return stateNames[s]
