@@ -12,6 +12,7 @@ import (
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/fork"
+	"github.com/flume-go/flume/internal/testpki"
 	"github.com/flume-go/flume/server"
 	"github.com/flume-go/flume/vfs"
 )
@@ -232,5 +233,24 @@ func TestForkedUsage(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want %d and %q", code, stderr, tc.code, tc.msg)
 			}
 		})
+	}
+}
+
+// TestForkedReplayHTTPS: replay takes --tls-ca like the other client
+// commands, against a server started by "serve" with --http-tls.
+func TestForkedReplayHTTPS(t *testing.T) {
+	data, _ := forkFixture(t, cut2)
+	cert, key, ca := testpki.NodeFiles(t)
+	p := startServeInProc(t, serveFlags{data: t.TempDir(), fsync: "never", tlsCert: cert, tlsKey: key, httpTLS: true})
+	url := "https://" + strings.TrimPrefix(p.url, "http://")
+	if code, _, stderr := runCmd(t, "", "forked", "replay", "--data", data, "--to", url); code == 0 || !strings.Contains(stderr, "certificate") {
+		t.Fatalf("replay without --tls-ca: exit %d, %q (want a certificate error)", code, stderr)
+	}
+	code, out, stderr := runCmd(t, "", "forked", "replay", "--data", data, "--to", url, "--tls-ca", ca)
+	if code != 0 || strings.TrimSpace(out) != `{"appended":2,"first":0,"last":1}` {
+		t.Fatalf("replay over HTTPS: exit %d, %q, %q", code, out, stderr)
+	}
+	if code, out, _ := runCmd(t, "", "get", "--server", url, "--tls-ca", ca, "1"); code != 0 || strings.TrimSpace(out) != `[1,2,3]` {
+		t.Errorf("get 1 after replay: exit %d, %q", code, out)
 	}
 }
