@@ -80,7 +80,7 @@ with append, get, tail and status. Every flag has an environment variable:
 		return usageErrorf("%s: %v (see flume %s --help)", c.Name(), err, c.Name())
 	})
 	root.AddCommand(newDemoCmd(), newServeCmd(), newFollowCmd(), newAppendCmd(), newGetCmd(), newTailCmd(),
-		newStatusCmd(), newVerifyCmd(), newBenchCmd())
+		newStatusCmd(), newVerifyCmd(), newForkedCmd(), newBenchCmd())
 	return root
 }
 
