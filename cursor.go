@@ -38,6 +38,8 @@ type Cursor struct {
 	cur     Entry    // the entry Next read last (a reverse Stream sets it too)
 	err     error    // sticky: once set, Next returns false
 	closed  bool
+	gen     uint64 // the DB's truncation count when the cursor last checked
+	start   int64  // the first seq asked for: below it nothing was yielded
 
 	// Batch's buffers, reused from call to call: batch holds the entries,
 	// their payloads copied into arena at offsets offs.
@@ -50,7 +52,8 @@ type Cursor struct {
 // published (a negative from means 0). It opens nothing until Next needs
 // the log; on a closed DB the first Next fails with ErrClosed.
 func (db *DB) Cursor(from int64) *Cursor {
-	return &Cursor{db: db, next: max(from, 0), since: -1}
+	from = max(from, 0)
+	return &Cursor{db: db, next: from, start: from, since: -1, gen: db.truncations.Load()}
 }
 
 // closedChan is a channel that is always ready: what Changed returns when
@@ -72,6 +75,9 @@ func (c *Cursor) Next() bool { return c.read(&c.cur) }
 // of the batch for Batch (one copy fewer per entry). *dst is the zero Entry
 // when read returns false.
 func (c *Cursor) read(dst *Entry) bool {
+	if g := c.db.truncations.Load(); g != c.gen && c.err == nil {
+		c.truncated(g)
+	}
 	for c.err == nil {
 		if c.next > c.since && !c.refresh() {
 			break
@@ -122,6 +128,28 @@ func (c *Cursor) refresh() bool {
 	}
 	c.since, c.changed = since, ch
 	return c.next <= since
+}
+
+// truncated handles a cut of the log (DB.TruncateAfter) since the cursor
+// last looked: its iterator may hold entries that are gone, so it is
+// dropped; a cursor that has yielded entries past the cut fails with
+// ErrTruncated, since what it handed out is no longer the log's history.
+func (c *Cursor) truncated(gen uint64) {
+	c.gen = gen
+	if c.it != nil {
+		c.it.Close()
+		c.it = nil
+	}
+	since, ch, closed := c.db.changedState()
+	if closed {
+		c.fail(ErrClosed)
+		return
+	}
+	if c.next > c.start && c.next-1 > since {
+		c.fail(fmt.Errorf("%w: the log now ends at seq %d and this reader had read through %d", ErrTruncated, since, c.next-1))
+		return
+	}
+	c.since, c.changed = since, ch
 }
 
 // fail records err and releases the iterator.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -94,6 +95,9 @@ type DB struct {
 		views      map[string]*viewRunner
 	}
 	closedCh chan struct{} // closed by Close
+	// truncations counts TruncateAfter calls that cut entries; cursors
+	// compare it on every Next to notice a cut without taking mu.
+	truncations atomic.Uint64
 	// ctx is cancelled by Close; waits that outlive a call (sync-replication
 	// acks) derive from it so that Close ends them.
 	ctx    context.Context

@@ -40,6 +40,10 @@ var (
 	// ErrHasUpstream is returned by DB.ClaimUpstream while another claim
 	// holds: a DB replicates from at most one upstream at a time.
 	ErrHasUpstream = errors.New("flume: DB already replicates from an upstream")
+	// ErrTruncated is returned by a Cursor or Stream that had read entries
+	// past the point where the log was then cut (DB.TruncateAfter): what
+	// it handed out is no longer the log's history.
+	ErrTruncated = errors.New("flume: log truncated below what was read")
 	// ErrHasPrimary is returned by DB.ClaimReplicator while another
 	// replicator is installed: a DB has at most one primary side.
 	ErrHasPrimary = errors.New("flume: DB already has a replication primary")

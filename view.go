@@ -107,6 +107,11 @@ type viewRunner struct {
 	waiters waitQueue
 	err     error
 	started bool // Use completed: close() must close the view
+
+	// stop pauses the feed (DB.TruncateAfter): closing it makes run return
+	// between batches; stopped is closed when it has. Both are replaced
+	// when the feed starts again. Guarded by db.mu.
+	stop, stopped chan struct{}
 }
 
 // Use attaches view under name and starts feeding it from its Since()+1,
@@ -153,8 +158,10 @@ func (db *DB) Use(name string, v View) error {
 	db.mu.Lock()
 	r.done = v.Since()
 	r.started = true
+	r.stop, r.stopped = make(chan struct{}), make(chan struct{})
+	stop, stopped := r.stop, r.stopped
 	db.mu.Unlock()
-	go r.run()
+	go r.run(stop, stopped)
 	return nil
 }
 
@@ -203,8 +210,9 @@ func (db *DB) View(name string) View {
 // run feeds the view until the DB closes or feeding fails. It exits when
 // db.closedCh is closed (checked between batches and while waiting) or after
 // recording an error.
-func (r *viewRunner) run() {
+func (r *viewRunner) run(stop <-chan struct{}, stopped chan<- struct{}) {
 	defer r.db.wg.Done()
+	defer close(stopped)
 	maxEntries, maxBytes := ViewBatch, viewBatchBytes
 	if bl, ok := r.v.(BatchLimiter); ok {
 		if e, b := bl.MaxBatch(); e > 0 && b > 0 {
@@ -222,6 +230,8 @@ func (r *viewRunner) run() {
 	for {
 		select {
 		case <-r.db.closedCh:
+			return
+		case <-stop:
 			return
 		default:
 		}
@@ -242,7 +252,11 @@ func (r *viewRunner) run() {
 			return
 		}
 		if len(batch) == 0 {
-			<-c.Changed() // closed by a publish or by Close
+			select {
+			case <-c.Changed(): // closed by a publish or by Close
+			case <-stop:
+				return
+			}
 		}
 	}
 }
