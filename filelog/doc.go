@@ -16,7 +16,7 @@
 //	  0000000000000000000k.idx  checkpoint index of the active segment, written by Close
 //
 // A segment is a plain sequence of entry frames, the same bytes the
-// replication protocol sends (see flume.AppendFrame):
+// replication protocol sends (package frame):
 //
 //	+--------+--------+--------+--------+------------+-------------+
 //	| len u32| crc u32| seq i64|epoch u64| hash [32]  | payload[len]|

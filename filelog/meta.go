@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 	"github.com/flume-go/flume/vfs"
 )
 
@@ -121,7 +122,7 @@ func decodeIndexTrailer(t []byte, base, fileSize int64) (count, segSize int64, e
 	}
 	count = int64(binary.LittleEndian.Uint64(t[16:]))
 	segSize = int64(binary.LittleEndian.Uint64(t[24:]))
-	if count < 0 || count*8+idxTrail != fileSize || segSize < count*flume.FrameHeaderSize {
+	if count < 0 || count*8+idxTrail != fileSize || segSize < count*frame.HeaderSize {
 		return 0, 0, errors.New("index size does not match its trailer")
 	}
 	return count, segSize, nil

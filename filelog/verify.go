@@ -9,6 +9,7 @@ import (
 	"io"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
 // VerifyReport is the result of Verify.
@@ -87,7 +88,7 @@ func (l *Log) Verify(ctx context.Context, progress func(doneBytes, totalBytes in
 			}
 			var reason string
 			if err != nil {
-				var fe *flume.FrameError
+				var fe *frame.Error
 				if !errors.As(err, &fe) {
 					return rep, l.readErr(fmt.Errorf("filelog: verify %s: %w", sv.s.path, err))
 				}

@@ -11,6 +11,7 @@ import (
 	"runtime"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
 // Append implements flume.Log. Under SyncAlways it returns after the
@@ -120,8 +121,8 @@ func (l *Log) writableLocked() error {
 // last. l.mu is held.
 func (l *Log) encodeLocked(b *batch, e flume.Entry, more bool) {
 	b.offs = append(b.offs, l.mu.enc.size)
-	b.buf = flume.AppendFrameMore(b.buf, e, more)
-	l.mu.enc = encState{since: e.Seq, head: e.Hash, size: l.mu.enc.size + int64(flume.FrameHeaderSize+len(e.Data))}
+	b.buf = frame.AppendMore(b.buf, e, more)
+	l.mu.enc = encState{since: e.Seq, head: e.Hash, size: l.mu.enc.size + int64(frame.HeaderSize+len(e.Data))}
 	b.last, b.head = e.Seq, e.Hash
 }
 

@@ -6,6 +6,7 @@ import (
 	"hash/crc32"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
 // Wire format (docs/protocol.md is the full description).
@@ -31,7 +32,7 @@ const (
 	maxPreAuthMessage = 4 << 10
 	// maxMessage bounds any message: one maximal entry frame plus the batch
 	// header, with room to spare.
-	maxMessage = flume.MaxEntrySize + flume.FrameHeaderSize + 1024
+	maxMessage = flume.MaxEntrySize + frame.HeaderSize + 1024
 	// batchHeaderSize is the fixed part of an Entries message body.
 	batchHeaderSize = 8 + 8 + 4
 	nonceSize       = 32
@@ -519,7 +520,7 @@ func decodeBatch(b []byte) (batch, error) {
 	if m.First < 0 {
 		return batch{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("Entries message: first seq %d is not an entry", m.First)}
 	}
-	if uint64(len(m.Frames)) < uint64(m.Count)*flume.FrameHeaderSize {
+	if uint64(len(m.Frames)) < uint64(m.Count)*frame.HeaderSize {
 		return batch{}, protoErr("Entries message: %d bytes cannot hold %d frames", len(m.Frames), m.Count)
 	}
 	if last := m.First + int64(m.Count) - 1; last > m.PrimarySince {
@@ -535,7 +536,7 @@ func decodeFrames(dst []flume.Entry, m batch) ([]flume.Entry, error) {
 	dst = dst[:0]
 	b := m.Frames
 	for i := uint32(0); i < m.Count; i++ {
-		e, n, err := flume.DecodeFrame(b)
+		e, n, err := frame.Decode(b)
 		if err != nil {
 			return dst, &ProtocolError{Code: CodeCorrupt, Reason: fmt.Sprintf("Entries message: frame %d of %d (seq %d)", i, m.Count, m.First+int64(i)), Err: err}
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
 // sendSession is one connection to a follower: it streams entries and reads acks.
@@ -201,7 +202,7 @@ func (s *sendSession) sendLoop(from int64) error {
 					return fmt.Errorf("repl: the log returned seq %d, expected %d", e.Seq, next)
 				}
 				n := len(buf)
-				buf = flume.AppendFrame(buf, e)
+				buf = frame.Append(buf, e)
 				frameBytes += len(buf) - n
 				next++
 				count++
