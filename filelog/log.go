@@ -78,7 +78,6 @@ type Log struct {
 		// Encoding state: published plus pending.
 		enc       encState
 		pend      *batch
-		hasher    *chainHasher
 		spareBuf  []byte
 		spareOffs []int64
 	}
@@ -145,7 +144,6 @@ func Open(dir string, opts *Options) (*Log, error) {
 		return nil, fmt.Errorf("filelog: lock %s: %w", lockPath, err)
 	}
 	l := &Log{dir: dir, opts: o, fs: fsys, lock: lk, logger: o.Logger}
-	l.mu.hasher = newChainHasher()
 	l.report.Dir = dir
 	if err := l.recover(); err != nil {
 		l.closeFiles()

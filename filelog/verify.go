@@ -56,7 +56,6 @@ func (l *Log) Verify(ctx context.Context, progress func(doneBytes, totalBytes in
 	l.mu.RUnlock()
 
 	rep := VerifyReport{Since: -1, Head: genesis}
-	h := newChainHasher()
 	r := newFrameReader()
 	defer r.release()
 	var done, nextProgress int64
@@ -95,7 +94,7 @@ func (l *Log) Verify(ctx context.Context, progress func(doneBytes, totalBytes in
 				reason = err.Error()
 			} else if e.Seq != want {
 				reason = fmt.Sprintf("found seq %d, expected %d", e.Seq, want)
-			} else if hh := h.next(rep.Head, e.Seq, e.Epoch, e.Data); hh != e.Hash {
+			} else if hh := flume.ChainHash(rep.Head, e.Seq, e.Epoch, e.Data); hh != e.Hash {
 				reason = fmt.Sprintf("chain hash mismatch: stored %s, recomputed %s", e.Hash.Short(), hh.Short())
 			}
 			if reason != "" {

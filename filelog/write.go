@@ -4,10 +4,7 @@ package filelog
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
-	"hash"
 	"runtime"
 
 	"github.com/flume-go/flume"
@@ -34,7 +31,7 @@ func (l *Log) Append(data ...[]byte) (int64, error) {
 	seq, head, epoch := l.mu.enc.since, l.mu.enc.head, l.mu.epoch
 	for i, d := range data {
 		seq++
-		head = l.mu.hasher.next(head, seq, epoch, d)
+		head = flume.ChainHash(head, seq, epoch, d)
 		l.encodeLocked(b, flume.Entry{Seq: seq, Epoch: epoch, Hash: head, Data: d}, i < len(data)-1)
 	}
 	l.mu.Unlock()
@@ -325,29 +322,3 @@ func (b *batch) finish(err error) {
 
 // maxSpare bounds the buffers kept for reuse between flushes.
 const maxSpare = 8 << 20
-
-// chainHasher computes flume.ChainHash without allocating for large
-// payloads (flume.ChainHash allocates a digest above 512 bytes).
-type chainHasher struct {
-	d   hash.Hash
-	hdr [48]byte
-	sum []byte
-}
-
-func newChainHasher() *chainHasher { return &chainHasher{d: sha256.New(), sum: make([]byte, 0, 32)} }
-
-func (c *chainHasher) next(prev flume.Hash, seq int64, epoch uint64, data []byte) flume.Hash {
-	if len(data) <= 512 {
-		return flume.ChainHash(prev, seq, epoch, data)
-	}
-	c.d.Reset()
-	copy(c.hdr[:32], prev[:])
-	binary.LittleEndian.PutUint64(c.hdr[32:], uint64(seq))
-	binary.LittleEndian.PutUint64(c.hdr[40:], epoch)
-	c.d.Write(c.hdr[:])
-	c.d.Write(data)
-	c.sum = c.d.Sum(c.sum[:0])
-	var h flume.Hash
-	copy(h[:], c.sum)
-	return h
-}
