@@ -29,13 +29,11 @@ package frame
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"io"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/internal/crc32c"
 )
-
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 // HeaderSize is the size of a frame without its payload.
 const HeaderSize = 56
@@ -75,8 +73,8 @@ func AppendMore(dst []byte, e flume.Entry, more bool) []byte {
 	binary.LittleEndian.PutUint64(h[16:], e.Epoch)
 	copy(h[24:56], e.Hash[:])
 	dst = append(dst, e.Data...)
-	crc := crc32.Update(0, castagnoli, dst[n:n+4])
-	crc = crc32.Update(crc, castagnoli, dst[n+8:])
+	crc := crc32c.Update(0, dst[n:n+4])
+	crc = crc32c.Update(crc, dst[n+8:])
 	binary.LittleEndian.PutUint32(dst[n+4:], crc)
 	return dst
 }
@@ -110,8 +108,8 @@ func Decode(b []byte) (flume.Entry, int, error) {
 	if len(b) < end {
 		return flume.Entry{}, 0, &Error{Truncated: true, Reason: fmt.Sprintf("frame needs %d bytes, have %d", end, len(b))}
 	}
-	crc := crc32.Update(0, castagnoli, b[0:4])
-	crc = crc32.Update(crc, castagnoli, b[8:end])
+	crc := crc32c.Update(0, b[0:4])
+	crc = crc32c.Update(crc, b[8:end])
 	if got := binary.LittleEndian.Uint32(b[4:]); got != crc {
 		return flume.Entry{}, 0, &Error{Reason: fmt.Sprintf("checksum mismatch: stored %08x, computed %08x", got, crc)}
 	}

@@ -3,10 +3,10 @@ package repl
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/frame"
+	"github.com/flume-go/flume/internal/crc32c"
 )
 
 // Wire format (docs/protocol.md is the full description).
@@ -320,17 +320,15 @@ func appendBatch(dst []byte, m batch) []byte {
 	return finishBatch(dst, s, m.Count)
 }
 
+// appendAck encodes an ack with a CRC32C of its seqs, so that a corrupted
+// ack can never make the primary count an entry as replicated.
 func appendAck(dst []byte, m ack) []byte {
 	dst, s := beginMsg(dst, MsgAck)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Durable))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Received))
-	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[len(dst)-16:], castagnoli))
+	dst = binary.LittleEndian.AppendUint32(dst, crc32c.Checksum(dst[len(dst)-16:]))
 	return endMsg(dst, s)
 }
-
-// castagnoli is the CRC32C table; acks carry one so that a corrupted ack
-// can never make the primary count an entry as replicated.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func appendHeartbeat(dst []byte, m heartbeat) []byte {
 	dst, s := beginMsg(dst, MsgHeartbeat)
@@ -559,7 +557,7 @@ func decodeAck(b []byte) (ack, error) {
 	if err := r.done(); err != nil {
 		return ack{}, err
 	}
-	if want := crc32.Checksum(b[:16], castagnoli); sum != want {
+	if want := crc32c.Checksum(b[:16]); sum != want {
 		return ack{}, &ProtocolError{Code: CodeCorrupt, Reason: fmt.Sprintf("Ack message: checksum mismatch: stored %08x, computed %08x", sum, want)}
 	}
 	if m.Received < m.Durable {
