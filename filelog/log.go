@@ -22,10 +22,10 @@ var ErrReadOnly = errors.New("filelog: log is open read-only")
 
 // Log is the durable, segmented flume.Log. Open returns one; it is safe for
 // concurrent use.
-//
-// Lock order: sync, then w, then mu, then a segment's files (LOCKS.md).
-// Each lock is a struct holding the fields it guards.
 type Log struct {
+	// Lock order: sync, then w, then mu, then a segment's files (LOCKS.md).
+	// Each lock is a struct holding the fields it guards.
+
 	// Set by Open and never changed.
 	dir    string
 	opts   Options

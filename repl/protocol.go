@@ -131,9 +131,9 @@ type Hello struct {
 	Since   int64      // last seq, -1 when empty
 	Hash    flume.Hash // chain hash at Since (GenesisHash(LogID) when empty)
 
-	// Anchor is not sent. On the primary, the caller of decide fills it
-	// with the local hash at the remote's since (when that seq exists
-	// locally), so that decide stays a pure function.
+	// Anchor is not sent. On the primary it is the primary's own position
+	// at the follower's since (when it has that seq), against which the
+	// handshake checks that the follower's history is a prefix of its own.
 	Anchor *Position
 }
 
