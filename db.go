@@ -70,14 +70,14 @@ const DefaultReplicas = -1
 // policy. This relies on the log being durable as a prefix: when Append
 // returns for seq s, every seq below s is durable too.
 //
-// Locks: appendMu is taken before mu, never the other way round; no lock is
-// held while calling a view, a Replicator or a Watch callback.
+// The DB holds none of its locks while it calls a view, a Replicator or a
+// Watch callback.
 type DB struct {
 	log  Log
 	opts Options
 
 	// mu guards the published position, the mode and the set of views.
-	// Lock order: appendMu before mu (see LOCKS in the DB comment).
+	// Lock order: appendMu before mu, never the other way round.
 	mu struct {
 		sync.Mutex
 		since int64 // last published (durable) seq

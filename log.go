@@ -46,6 +46,11 @@ type Entry struct {
 	Data  []byte // the payload; owned by the caller unless documented otherwise
 }
 
+// MaxEntrySize bounds one entry's payload. Logs refuse larger appends, and
+// a stored or received frame claiming more is treated as corrupt rather
+// than allocated (package frame).
+const MaxEntrySize = 64 << 20
+
 // Log is an append-only sequence of entries numbered densely from 0. It owns
 // seqs, durability and integrity. Implementations: memlog.Log, filelog.Log.
 // All methods are safe for concurrent use. After Close every method returns

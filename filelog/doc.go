@@ -16,7 +16,7 @@
 //	  0000000000000000000k.idx  checkpoint index of the active segment, written by Close
 //
 // A segment is a plain sequence of entry frames, the same bytes the
-// replication protocol sends (see flume.AppendFrame):
+// replication protocol sends (package frame):
 //
 //	+--------+--------+--------+--------+------------+-------------+
 //	| len u32| crc u32| seq i64|epoch u64| hash [32]  | payload[len]|
@@ -62,10 +62,7 @@
 //     and fsynced; an acknowledged append survives power loss. Concurrent
 //     appenders are group-committed: one write and one fsync for all
 //     entries pending when a flush starts; a lone writer pays one write and
-//     one fsync per Append. A writer that finds no flush running leads its
-//     group and flushes it itself; writers that arrive during that fsync
-//     form the next group, which a flusher goroutine cuts. AppendEntries
-//     (a follower's single replication stream) always flushes itself.
+//     one fsync per Append.
 //   - SyncInterval: Append returns after the write reaches the OS; a
 //     background goroutine fsyncs every Options.SyncInterval. A process crash
 //     loses nothing acknowledged; a power loss loses at most about one
@@ -104,5 +101,7 @@
 //
 // All methods are safe for concurrent use. Iterators read sequentially
 // through their own 256 KiB buffer (pooled), so memory does not depend on
-// the log's length, and they never block appends. Lock order: LOCKS.md.
+// the log's length, and they never block appends.
 package filelog
+
+// Lock order and goroutines: LOCKS.md.

@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
 // readBufSize is the buffer of iterators and scans: large enough that a
@@ -52,35 +53,35 @@ func (r *frameReader) reset(f io.ReaderAt, off, limit int64) {
 func (r *frameReader) extend(limit int64) { r.reset(r.f, r.off, limit) }
 
 // next decodes the frame at r.off. The entry's Data aliases r's buffer until
-// the next call. It returns io.EOF exactly at the limit, a *flume.FrameError
+// the next call. It returns io.EOF exactly at the limit, a *frame.Error
 // for a bad or cut frame, or an I/O error.
 func (r *frameReader) next() (flume.Entry, int, error) {
 	if r.off >= r.limit {
 		return flume.Entry{}, 0, io.EOF
 	}
-	hdr, err := r.br.Peek(flume.FrameHeaderSize)
+	hdr, err := r.br.Peek(frame.HeaderSize)
 	if err != nil {
 		if err == io.EOF {
-			return flume.Entry{}, 0, &flume.FrameError{Truncated: true, Reason: fmt.Sprintf("header cut after %d bytes", len(hdr))}
+			return flume.Entry{}, 0, &frame.Error{Truncated: true, Reason: fmt.Sprintf("header cut after %d bytes", len(hdr))}
 		}
 		return flume.Entry{}, 0, err
 	}
-	l := flume.FramePayloadLen(hdr)
-	r.more = flume.FrameContinues(hdr)
+	l := frame.PayloadLen(hdr)
+	r.more = frame.Continues(hdr)
 	if l > flume.MaxEntrySize {
-		return flume.Entry{}, 0, &flume.FrameError{Reason: fmt.Sprintf("payload length %d exceeds the maximum %d", l, flume.MaxEntrySize)}
+		return flume.Entry{}, 0, &frame.Error{Reason: fmt.Sprintf("payload length %d exceeds the maximum %d", l, flume.MaxEntrySize)}
 	}
-	n := flume.FrameHeaderSize + int(l)
+	n := frame.HeaderSize + int(l)
 	var b []byte
 	if n <= r.br.Size() {
 		b, err = r.br.Peek(n)
 		if err != nil {
 			if err == io.EOF {
-				return flume.Entry{}, 0, &flume.FrameError{Truncated: true, Reason: fmt.Sprintf("frame needs %d bytes, have %d", n, len(b))}
+				return flume.Entry{}, 0, &frame.Error{Truncated: true, Reason: fmt.Sprintf("frame needs %d bytes, have %d", n, len(b))}
 			}
 			return flume.Entry{}, 0, err
 		}
-		e, _, err := flume.DecodeFrame(b)
+		e, _, err := frame.Decode(b)
 		if err != nil {
 			return e, 0, err
 		}
@@ -94,13 +95,13 @@ func (r *frameReader) next() (flume.Entry, int, error) {
 	b = r.big[:n]
 	if m, err := io.ReadFull(r.br, b); err != nil {
 		if err == io.EOF || err == io.ErrUnexpectedEOF {
-			return flume.Entry{}, 0, &flume.FrameError{Truncated: true, Reason: fmt.Sprintf("frame needs %d bytes, have %d", n, m)}
+			return flume.Entry{}, 0, &frame.Error{Truncated: true, Reason: fmt.Sprintf("frame needs %d bytes, have %d", n, m)}
 		}
 		return flume.Entry{}, 0, err
 	}
 	// The bytes were consumed: a bad frame leaves r past it, but callers
 	// stop at the first error anyway.
-	e, _, err := flume.DecodeFrame(b)
+	e, _, err := frame.Decode(b)
 	if err != nil {
 		return e, 0, err
 	}

@@ -3,51 +3,14 @@ package filelog_test
 import (
 	"bytes"
 	"errors"
-	"github.com/flume-go/flume/flumetest"
-	"io"
 	"strings"
 	"testing"
-	"testing/iotest"
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/filelog"
+	"github.com/flume-go/flume/flumetest"
 	"github.com/flume-go/flume/vfs"
 )
-
-func FuzzDecodeFrame(f *testing.F) {
-	var h flume.Hash
-	f.Add(flume.AppendFrame(nil, flume.Entry{Seq: 0, Data: []byte("hello")}))
-	f.Add(flume.AppendFrame(nil, flume.Entry{Seq: 1 << 40, Epoch: 3, Hash: h, Data: bytes.Repeat([]byte{7}, 600)}))
-	f.Add([]byte{})
-	f.Add(make([]byte, 56))
-	f.Add([]byte{0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0})
-	f.Fuzz(func(t *testing.T, b []byte) {
-		e, n, err := flume.DecodeFrame(b)
-		if err == nil {
-			if n < flume.FrameHeaderSize || n > len(b) || len(e.Data) != n-flume.FrameHeaderSize {
-				t.Fatalf("bad length %d of %d", n, len(b))
-			}
-			if re := flume.AppendFrame(nil, e); !bytes.Equal(re, b[:n]) {
-				t.Fatal("re-encoding differs")
-			}
-		} else if !errors.Is(err, flume.ErrCorrupt) {
-			t.Fatalf("error not ErrCorrupt: %v", err)
-		}
-		// ReadFrame agrees, whatever the reader's chunking.
-		for _, r := range []io.Reader{bytes.NewReader(b), iotest.OneByteReader(bytes.NewReader(b)), iotest.HalfReader(bytes.NewReader(b))} {
-			e2, _, err2 := flume.ReadFrame(r, nil)
-			if (err == nil) != (err2 == nil) {
-				if len(b) == 0 && err2 == io.EOF {
-					continue
-				}
-				t.Fatalf("DecodeFrame err %v, ReadFrame err %v", err, err2)
-			}
-			if err == nil && (e2.Seq != e.Seq || !bytes.Equal(e2.Data, e.Data)) {
-				t.Fatal("ReadFrame decoded differently")
-			}
-		}
-	})
-}
 
 // FuzzRecover writes a valid prefix plus arbitrary bytes as the last
 // segment: open never panics; it fails with an error or yields a log that

@@ -8,6 +8,7 @@ import (
 	"io"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
 // Iter implements flume.Iterator. The iterator reads segment files
@@ -85,7 +86,7 @@ func (it *iter) Next() bool {
 		off := it.r.off
 		e, _, err := it.r.next()
 		if err != nil {
-			var fe *flume.FrameError
+			var fe *frame.Error
 			if errors.As(err, &fe) || err == io.EOF {
 				return it.fail(&flume.CorruptionError{Path: it.seg.path, Offset: off, Seq: it.next, Reason: err.Error()})
 			}

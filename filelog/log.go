@@ -22,10 +22,10 @@ var ErrReadOnly = errors.New("filelog: log is open read-only")
 
 // Log is the durable, segmented flume.Log. Open returns one; it is safe for
 // concurrent use.
-//
-// Lock order: sync, then w, then mu, then a segment's files (LOCKS.md).
-// Each lock is a struct holding the fields it guards.
 type Log struct {
+	// Lock order: sync, then w, then mu, then a segment's files (LOCKS.md).
+	// Each lock is a struct holding the fields it guards.
+
 	// Set by Open and never changed.
 	dir    string
 	opts   Options
@@ -78,7 +78,6 @@ type Log struct {
 		// Encoding state: published plus pending.
 		enc       encState
 		pend      *batch
-		hasher    *chainHasher
 		spareBuf  []byte
 		spareOffs []int64
 	}
@@ -145,7 +144,6 @@ func Open(dir string, opts *Options) (*Log, error) {
 		return nil, fmt.Errorf("filelog: lock %s: %w", lockPath, err)
 	}
 	l := &Log{dir: dir, opts: o, fs: fsys, lock: lk, logger: o.Logger}
-	l.mu.hasher = newChainHasher()
 	l.report.Dir = dir
 	if err := l.recover(); err != nil {
 		l.closeFiles()

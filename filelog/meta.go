@@ -6,11 +6,12 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io/fs"
 	"path/filepath"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
+	"github.com/flume-go/flume/internal/crc32c"
 	"github.com/flume-go/flume/vfs"
 )
 
@@ -28,8 +29,6 @@ const (
 	idxTrail  = 40
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 type meta struct {
 	id    flume.LogID
 	epoch uint64
@@ -41,7 +40,7 @@ func encodeMeta(m meta) []byte {
 	binary.LittleEndian.PutUint32(b[8:], formatV1)
 	copy(b[16:32], m.id[:])
 	binary.LittleEndian.PutUint64(b[32:], m.epoch)
-	binary.LittleEndian.PutUint32(b[40:], crc32.Checksum(b[:40], castagnoli))
+	binary.LittleEndian.PutUint32(b[40:], crc32c.Checksum(b[:40]))
 	return b
 }
 
@@ -53,7 +52,7 @@ func decodeMeta(b []byte) (meta, error) {
 	if v := binary.LittleEndian.Uint32(b[8:]); v != formatV1 {
 		return m, fmt.Errorf("unsupported format version %d", v)
 	}
-	if crc32.Checksum(b[:40], castagnoli) != binary.LittleEndian.Uint32(b[40:]) {
+	if crc32c.Checksum(b[:40]) != binary.LittleEndian.Uint32(b[40:]) {
 		return m, errors.New("META checksum mismatch")
 	}
 	copy(m.id[:], b[16:32])
@@ -100,7 +99,7 @@ func encodeIndex(base int64, offs []int64, size int64) []byte {
 	binary.LittleEndian.PutUint64(t[16:], uint64(len(offs)))
 	binary.LittleEndian.PutUint64(t[24:], uint64(size))
 	binary.LittleEndian.PutUint32(t[32:], formatV1)
-	binary.LittleEndian.PutUint32(t[36:], crc32.Checksum(t[:36], castagnoli))
+	binary.LittleEndian.PutUint32(t[36:], crc32c.Checksum(t[:36]))
 	return b
 }
 
@@ -110,7 +109,7 @@ func decodeIndexTrailer(t []byte, base, fileSize int64) (count, segSize int64, e
 	if len(t) != idxTrail || string(t[:8]) != idxMagic {
 		return 0, 0, errors.New("bad index trailer magic")
 	}
-	if crc32.Checksum(t[:36], castagnoli) != binary.LittleEndian.Uint32(t[36:]) {
+	if crc32c.Checksum(t[:36]) != binary.LittleEndian.Uint32(t[36:]) {
 		return 0, 0, errors.New("index trailer checksum mismatch")
 	}
 	if v := binary.LittleEndian.Uint32(t[32:]); v != formatV1 {
@@ -121,7 +120,7 @@ func decodeIndexTrailer(t []byte, base, fileSize int64) (count, segSize int64, e
 	}
 	count = int64(binary.LittleEndian.Uint64(t[16:]))
 	segSize = int64(binary.LittleEndian.Uint64(t[24:]))
-	if count < 0 || count*8+idxTrail != fileSize || segSize < count*flume.FrameHeaderSize {
+	if count < 0 || count*8+idxTrail != fileSize || segSize < count*frame.HeaderSize {
 		return 0, 0, errors.New("index size does not match its trailer")
 	}
 	return count, segSize, nil

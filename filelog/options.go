@@ -71,9 +71,17 @@ type Options struct {
 	// SlowSync is the fsync duration above which a warning is logged.
 	// Default 1s, as etcd's "slow fdatasync" warning.
 	SlowSync time.Duration
-	// OnSync, if set, is called after every fsync of a segment with its
-	// duration (e.g. to feed a latency histogram). It runs with the write
-	// lock held: keep it fast.
+	// OnSync, if set, is called after every successful fsync of a segment
+	// with its duration (e.g. to feed a latency histogram). It runs on the
+	// goroutine that did the fsync, before the operation that needed the
+	// fsync returns. Under SyncAlways that is usually an append's group
+	// commit, so appends wait for it; Sync and the SyncInterval syncer let
+	// appends go on while they fsync and call it. Segment sealing and Close
+	// call it too. Calls may overlap (a Sync can
+	// fsync while a group commit does), so it must be safe for concurrent
+	// use. Keep it fast, and do not call the Log's writing or syncing
+	// methods (Append, AppendEntries, SetID, SetEpoch, Sync, Close) from
+	// it: it may be running inside one of them.
 	OnSync func(d time.Duration)
 	// Logger receives open reports, truncations and slow-fsync warnings.
 	// Default: discard.

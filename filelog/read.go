@@ -8,6 +8,7 @@ import (
 	"sort"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 	"github.com/flume-go/flume/vfs"
 )
 
@@ -75,7 +76,7 @@ func (l *Log) readEntry(s *segment, seq int64) (flume.Entry, error) {
 
 func (l *Log) readFrame(s *segment, f vfs.File, seq, off, end int64) (flume.Entry, error) {
 	n := end - off
-	if off < 0 || n < flume.FrameHeaderSize || n > flume.FrameHeaderSize+flume.MaxEntrySize {
+	if off < 0 || n < frame.HeaderSize || n > frame.HeaderSize+flume.MaxEntrySize {
 		return flume.Entry{}, &flume.CorruptionError{Path: s.path, Offset: off, Seq: seq,
 			Reason: fmt.Sprintf("index gives a frame of %d bytes", n)}
 	}
@@ -86,7 +87,7 @@ func (l *Log) readFrame(s *segment, f vfs.File, seq, off, end int64) (flume.Entr
 		}
 		return flume.Entry{}, l.readErr(fmt.Errorf("filelog: read %s: %w", s.path, err))
 	}
-	e, m, err := flume.DecodeFrame(buf)
+	e, m, err := frame.Decode(buf)
 	if err != nil {
 		return flume.Entry{}, &flume.CorruptionError{Path: s.path, Offset: off, Seq: seq, Reason: err.Error()}
 	}

@@ -14,6 +14,7 @@ import (
 	"strings"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 	"github.com/flume-go/flume/vfs"
 )
 
@@ -422,7 +423,7 @@ type scanResult struct {
 	offs     []int64 // offset of each good frame
 	size     int64   // end of the last good frame
 	lastHash flume.Hash
-	problem  error // first bad frame (*flume.FrameError, or seq mismatch), nil if clean
+	problem  error // first bad frame (*frame.Error, or seq mismatch), nil if clean
 	badOff   int64
 	torn     bool // problem is a frame cut by the end of the file
 
@@ -462,7 +463,7 @@ func scanSegmentFrom(f io.ReaderAt, first, start, size int64) (scanResult, error
 			return res, nil
 		}
 		if err != nil {
-			var fe *flume.FrameError
+			var fe *frame.Error
 			if !errors.As(err, &fe) {
 				return res, err
 			}
@@ -487,17 +488,17 @@ func scanSegmentFrom(f io.ReaderAt, first, start, size int64) (scanResult, error
 // starts anywhere in b: the sign that a bad frame is mid-log corruption
 // rather than a torn tail.
 func validFrameAfter(b []byte, after int64) bool {
-	maxSeq := after + int64(len(b)/flume.FrameHeaderSize) + 1
-	for i := 0; i+flume.FrameHeaderSize <= len(b); i++ {
-		l := flume.FramePayloadLen(b[i:])
-		if int(l) > len(b)-i-flume.FrameHeaderSize {
+	maxSeq := after + int64(len(b)/frame.HeaderSize) + 1
+	for i := 0; i+frame.HeaderSize <= len(b); i++ {
+		l := frame.PayloadLen(b[i:])
+		if int(l) > len(b)-i-frame.HeaderSize {
 			continue
 		}
 		s := int64(binary.LittleEndian.Uint64(b[i+8:]))
 		if s <= after || s > maxSeq {
 			continue
 		}
-		if _, _, err := flume.DecodeFrame(b[i:]); err == nil {
+		if _, _, err := frame.Decode(b[i:]); err == nil {
 			return true
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
 // TestIsTornTail scans an active segment of five frames (seqs 0..4) with
@@ -19,9 +20,9 @@ func TestIsTornTail(t *testing.T) {
 		d := bytes.Repeat([]byte{byte('a' + i)}, 40)
 		head = flume.ChainHash(head, i, 1, d)
 		offs = append(offs, len(seg))
-		seg = flume.AppendFrame(seg, flume.Entry{Seq: i, Epoch: 1, Hash: head, Data: d})
+		seg = frame.Append(seg, flume.Entry{Seq: i, Epoch: 1, Hash: head, Data: d})
 	}
-	frame := func(i int) []byte { return seg[offs[i] : offs[i]+flume.FrameHeaderSize+40] }
+	frameAt := func(i int) []byte { return seg[offs[i] : offs[i]+frame.HeaderSize+40] }
 	cat := func(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 	flip := func(i int, x byte) []byte {
 		b := cat(seg)
@@ -38,12 +39,12 @@ func TestIsTornTail(t *testing.T) {
 		{"last frame's payload flipped", flip(len(seg)-1, 1), true},
 		{"last frame's length flipped", flip(offs[4]+1, 0xff), true},
 		{"zeros after the last frame", cat(seg, make([]byte, 300)), true},
-		{"earlier seq's frame after a cut one", cat(seg[:len(seg)-10], frame(1)), true},
-		{"mid frame's payload flipped", flip(offs[2]+flume.FrameHeaderSize+3, 1), false},
+		{"earlier seq's frame after a cut one", cat(seg[:len(seg)-10], frameAt(1)), true},
+		{"mid frame's payload flipped", flip(offs[2]+frame.HeaderSize+3, 1), false},
 		{"mid frame's length flipped huge", flip(offs[2]+2, 0x7f), false},
 		{"mid frame cut short", cat(seg[:offs[2]+30], seg[offs[3]:]), false},
 		{"seq skipped", cat(seg[:offs[2]], seg[offs[3]:]), false},
-		{"last frame duplicated", cat(seg, frame(4)), false},
+		{"last frame duplicated", cat(seg, frameAt(4)), false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

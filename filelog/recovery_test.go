@@ -11,6 +11,7 @@ import (
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/filelog"
 	"github.com/flume-go/flume/flumetest"
+	"github.com/flume-go/flume/frame"
 	"github.com/flume-go/flume/vfs"
 )
 
@@ -88,7 +89,7 @@ func writeAll(t testing.TB, fs vfs.FS, name string, b []byte) {
 func frameOffsets(t testing.TB, b []byte) []int {
 	var offs []int
 	for off := 0; off < len(b); {
-		_, n, err := flume.DecodeFrame(b[off:])
+		_, n, err := frame.Decode(b[off:])
 		if err != nil {
 			t.Fatalf("frame at %d: %v", off, err)
 		}
@@ -186,7 +187,7 @@ func TestTornBatchEveryOffset(t *testing.T) {
 	offs := frameOffsets(t, full)
 	batchStart := offs[10]
 	for i, o := range offs {
-		if want := i >= 10 && i < 12; flume.FrameContinues(full[o:]) != want {
+		if want := i >= 10 && i < 12; frame.Continues(full[o:]) != want {
 			t.Fatalf("frame %d: continues flag %v, want %v", i, !want, want)
 		}
 	}

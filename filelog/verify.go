@@ -9,6 +9,7 @@ import (
 	"io"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
 // VerifyReport is the result of Verify.
@@ -55,7 +56,6 @@ func (l *Log) Verify(ctx context.Context, progress func(doneBytes, totalBytes in
 	l.mu.RUnlock()
 
 	rep := VerifyReport{Since: -1, Head: genesis}
-	h := newChainHasher()
 	r := newFrameReader()
 	defer r.release()
 	var done, nextProgress int64
@@ -87,14 +87,14 @@ func (l *Log) Verify(ctx context.Context, progress func(doneBytes, totalBytes in
 			}
 			var reason string
 			if err != nil {
-				var fe *flume.FrameError
+				var fe *frame.Error
 				if !errors.As(err, &fe) {
 					return rep, l.readErr(fmt.Errorf("filelog: verify %s: %w", sv.s.path, err))
 				}
 				reason = err.Error()
 			} else if e.Seq != want {
 				reason = fmt.Sprintf("found seq %d, expected %d", e.Seq, want)
-			} else if hh := h.next(rep.Head, e.Seq, e.Epoch, e.Data); hh != e.Hash {
+			} else if hh := flume.ChainHash(rep.Head, e.Seq, e.Epoch, e.Data); hh != e.Hash {
 				reason = fmt.Sprintf("chain hash mismatch: stored %s, recomputed %s", e.Hash.Short(), hh.Short())
 			}
 			if reason != "" {

@@ -4,13 +4,11 @@ package filelog
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
 	"fmt"
-	"hash"
 	"runtime"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
 // Append implements flume.Log. Under SyncAlways it returns after the
@@ -33,7 +31,7 @@ func (l *Log) Append(data ...[]byte) (int64, error) {
 	seq, head, epoch := l.mu.enc.since, l.mu.enc.head, l.mu.epoch
 	for i, d := range data {
 		seq++
-		head = l.mu.hasher.next(head, seq, epoch, d)
+		head = flume.ChainHash(head, seq, epoch, d)
 		l.encodeLocked(b, flume.Entry{Seq: seq, Epoch: epoch, Hash: head, Data: d}, i < len(data)-1)
 	}
 	l.mu.Unlock()
@@ -120,8 +118,8 @@ func (l *Log) writableLocked() error {
 // last. l.mu is held.
 func (l *Log) encodeLocked(b *batch, e flume.Entry, more bool) {
 	b.offs = append(b.offs, l.mu.enc.size)
-	b.buf = flume.AppendFrameMore(b.buf, e, more)
-	l.mu.enc = encState{since: e.Seq, head: e.Hash, size: l.mu.enc.size + int64(flume.FrameHeaderSize+len(e.Data))}
+	b.buf = frame.AppendMore(b.buf, e, more)
+	l.mu.enc = encState{since: e.Seq, head: e.Hash, size: l.mu.enc.size + int64(frame.HeaderSize+len(e.Data))}
 	b.last, b.head = e.Seq, e.Hash
 }
 
@@ -324,29 +322,3 @@ func (b *batch) finish(err error) {
 
 // maxSpare bounds the buffers kept for reuse between flushes.
 const maxSpare = 8 << 20
-
-// chainHasher computes flume.ChainHash without allocating for large
-// payloads (flume.ChainHash allocates a digest above 512 bytes).
-type chainHasher struct {
-	d   hash.Hash
-	hdr [48]byte
-	sum []byte
-}
-
-func newChainHasher() *chainHasher { return &chainHasher{d: sha256.New(), sum: make([]byte, 0, 32)} }
-
-func (c *chainHasher) next(prev flume.Hash, seq int64, epoch uint64, data []byte) flume.Hash {
-	if len(data) <= 512 {
-		return flume.ChainHash(prev, seq, epoch, data)
-	}
-	c.d.Reset()
-	copy(c.hdr[:32], prev[:])
-	binary.LittleEndian.PutUint64(c.hdr[32:], uint64(seq))
-	binary.LittleEndian.PutUint64(c.hdr[40:], epoch)
-	c.d.Write(c.hdr[:])
-	c.d.Write(data)
-	c.sum = c.d.Sum(c.sum[:0])
-	var h flume.Hash
-	copy(h[:], c.sum)
-	return h
-}

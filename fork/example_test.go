@@ -5,6 +5,7 @@ import (
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/fork"
+	"github.com/flume-go/flume/frame"
 	"github.com/flume-go/flume/memlog"
 	"github.com/flume-go/flume/vfs"
 )
@@ -29,7 +30,7 @@ func Example() {
 	var stream []byte
 	for seq := int64(1); seq <= since; seq++ {
 		e, _ := l.Entry(seq)
-		stream = flume.AppendFrame(stream, e)
+		stream = frame.Append(stream, e)
 	}
 	w.Write(stream) // the Write that completes seq 2 seals the file
 	fmt.Println("commit:", w.Commit())

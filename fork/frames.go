@@ -5,25 +5,26 @@ import (
 	"fmt"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
-// The frame codec is the log's (flume.DecodeFrame and friends); this file
+// The frame codec is the log's (frame.Decode and friends); this file
 // is the only one in the package that names it.
 
-const frameHeaderSize = flume.FrameHeaderSize
+const frameHeaderSize = frame.HeaderSize
 
 // framePayloadLen returns the payload length of the frame whose header
 // starts b (at least 4 bytes), and whether it is within the codec's bound.
 func framePayloadLen(b []byte) (int, bool) {
-	l := flume.FramePayloadLen(b)
+	l := frame.PayloadLen(b)
 	return int(l), l <= flume.MaxEntrySize
 }
 
 // decodeFrame decodes the whole frame b (CRC checked). Data aliases b. A
 // bad frame gives the reason why, without the codec's prefix.
 func decodeFrame(b []byte) (flume.Entry, string) {
-	e, n, err := flume.DecodeFrame(b)
-	var fe *flume.FrameError
+	e, n, err := frame.Decode(b)
+	var fe *frame.Error
 	switch {
 	case errors.As(err, &fe):
 		return e, fe.Reason

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
 // fuzzSeed builds a valid file of n entries cut after seq 1 by hand (not
@@ -28,7 +29,7 @@ func fuzzSeed(n int) []byte {
 	b := appendHeader(nil, &h)
 	start := len(b)
 	for _, e := range es[2:] {
-		b = flume.AppendFrameMore(b, e, e.Seq == 2)
+		b = frame.AppendMore(b, e, e.Seq == 2)
 	}
 	return appendTrailer(b, trailer{frames: int64(n), bytes: int64(len(b) - start), crc: crc32.Checksum(b[start:], castagnoli)})
 }

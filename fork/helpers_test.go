@@ -9,6 +9,7 @@ import (
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/fork"
+	"github.com/flume-go/flume/frame"
 	"github.com/flume-go/flume/vfs"
 )
 
@@ -57,7 +58,7 @@ func frames(es []flume.Entry, batchFirst, batchLast int64) []byte {
 	var b []byte
 	for _, e := range es {
 		more := e.Seq >= batchFirst && e.Seq < batchLast
-		b = flume.AppendFrameMore(b, e, more)
+		b = frame.AppendMore(b, e, more)
 	}
 	return b
 }
@@ -151,7 +152,7 @@ func newFakeLog(es []flume.Entry, batchFirst, batchLast int64) *fakeLog {
 	l := &fakeLog{id: testID}
 	for _, e := range es {
 		l.offsets = append(l.offsets, len(l.stored))
-		l.stored = flume.AppendFrameMore(l.stored, e, e.Seq >= batchFirst && e.Seq < batchLast)
+		l.stored = frame.AppendMore(l.stored, e, e.Seq >= batchFirst && e.Seq < batchLast)
 		l.entries = append(l.entries, e)
 	}
 	l.epochs = []flume.EpochRecord{
@@ -182,7 +183,7 @@ func (l *fakeLog) TruncateAfter(seq int64, want flume.Hash, w io.Writer) (flume.
 	if l.grow != nil {
 		for _, e := range l.grow {
 			l.offsets = append(l.offsets, len(l.stored))
-			l.stored = flume.AppendFrameMore(l.stored, e, false)
+			l.stored = frame.AppendMore(l.stored, e, false)
 			l.entries = append(l.entries, e)
 		}
 		l.grow = nil

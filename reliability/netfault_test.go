@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 	"github.com/flume-go/flume/internal/checker"
 	"github.com/flume-go/flume/internal/testutil"
 )
@@ -187,7 +188,7 @@ func TestLostMessageDetected(t *testing.T) {
 	dropped := m.proxy.Stats().BytesDropped
 	c.appendOnce(0, 1, 0, "lost")
 	// The Entries message (56+ bytes of frame plus its header) is dropped.
-	if !testutil.Poll(5*time.Second, func() bool { return m.proxy.Stats().BytesDropped >= dropped+flume.FrameHeaderSize }) {
+	if !testutil.Poll(5*time.Second, func() bool { return m.proxy.Stats().BytesDropped >= dropped+frame.HeaderSize }) {
 		t.Fatal("the entry was never sent")
 	}
 	m.proxy.Unblackhole()

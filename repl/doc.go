@@ -7,9 +7,8 @@
 //
 //   - Primary serves a DB's log: it authenticates followers (a shared secret
 //     proven by HMAC challenge-response, and/or TLS client certificates), runs
-//     the handshake (decide in handshake.go: same history → stream from the
-//     follower's since+1; unrelated, diverged or ahead → refuse, changing
-//     nothing), streams batches of entry frames read from the log with a
+//     the handshake (same history → stream from the follower's since+1;
+//     unrelated, diverged or ahead → refuse, changing nothing), streams batches of entry frames read from the log with a
 //     bounded in-flight window, and answers synchronous appends as the DB's
 //     flume.Replicator (WaitAcked).
 //   - Follower keeps one connection to its primary, verifies every frame's
@@ -36,7 +35,8 @@
 //	p, _ := repl.NewPrimary(pdb, &repl.Options{Secret: secret})
 //	go p.Serve(ln)                                               // primary
 //	f, _ := repl.NewFollower(fdb, "host:7601", &repl.Options{Secret: secret}) // follower
-//
+package repl
+
 // The files, one concern each:
 //
 //	primary.go    Primary: accepting connections, serving one, the followers it knows
@@ -52,7 +52,4 @@
 //	options.go    Options and their defaults; counters and status types
 //	errors.go     error values, codes and types
 //
-// Lock order: Primary.mu, then sendSession.mu; Follower.mu is never held
-// while taking another lock, and no repl lock is held while calling the DB
-// (the DB owns the replication role: ClaimUpstream, ClaimReplicator).
-package repl
+// Lock order and goroutines: LOCKS.md.

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
 // rawPeer speaks the protocol by hand, for tests that misbehave on purpose.
@@ -164,7 +165,7 @@ func chainEntries(id flume.LogID, prev flume.Hash, from int64, data ...string) [
 func batchMsg(primarySince int64, es []flume.Entry) []byte {
 	b, s := appendBatchHeader(nil, primarySince, es[0].Seq)
 	for _, e := range es {
-		b = flume.AppendFrame(b, e)
+		b = frame.Append(b, e)
 	}
 	return finishBatch(b, s, uint32(len(es)))
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
 // slowConn delays every read, making a follower that drains its connection
@@ -97,7 +98,7 @@ func TestInvariantSlowFollowerBoundedMemory(t *testing.T) {
 	}
 	growth := int64(peakHeap) - int64(base)
 	t.Logf("streamed %d MiB to a slow follower: peak live heap growth %.1f MiB, peak in flight %.2f MiB", n*size>>20, float64(growth)/(1<<20), float64(peakInFlight)/(1<<20))
-	if limit := int64(opts.MaxInFlight + opts.MaxBatchBytes + 4*flume.FrameSize(size)); peakInFlight > limit {
+	if limit := int64(opts.MaxInFlight + opts.MaxBatchBytes + 4*frame.Size(size)); peakInFlight > limit {
 		t.Fatalf("in flight %d bytes exceeds the window bound %d", peakInFlight, limit)
 	}
 	if growth > 16<<20 {

@@ -19,10 +19,6 @@ import (
 // jitter, and resumes each time exactly from its own log's end (read from
 // the open log, never a remembered position). While it exists the DB is a
 // read-only follower: client appends fail with *flume.NotPrimaryError.
-//
-// Goroutines: the reconnect loop, and per connection a reader and an
-// appender (the loop goroutine writes acks and heartbeats). Close stops and
-// waits for all of them.
 type Follower struct {
 	db    *flume.DB
 	addr  string
@@ -34,8 +30,12 @@ type Follower struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	// wg counts the goroutines the Follower started: the reconnect loop,
+	// and per connection a reader and an appender (the loop goroutine
+	// writes acks and heartbeats). Close cancels ctx and waits for it.
+	wg sync.WaitGroup
 
+	// mu is never held while taking another lock (LOCKS.md).
 	mu struct {
 		sync.Mutex
 		state        State

@@ -18,11 +18,6 @@ import (
 // then live, and collects their acknowledgements for synchronous appends
 // (it is the DB's flume.Replicator). All methods are safe for concurrent
 // use.
-//
-// Goroutines: one per Serve call (the accept loop, on the caller's
-// goroutine), one per connection (ServeConn, on the caller's goroutine, or
-// started by Serve) plus its ack reader, and one lag tracker. Close stops and
-// waits for all of them.
 type Primary struct {
 	db    *flume.DB
 	opts  Options
@@ -32,11 +27,16 @@ type Primary struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // every goroutine the Primary started
+	// wg counts every goroutine the Primary started: one per Serve call
+	// (the accept loop, on the caller's goroutine), one per connection
+	// (ServeConn, on the caller's goroutine, or started by Serve) plus its
+	// ack reader, and one lag tracker. Close cancels ctx and waits for it.
+	wg sync.WaitGroup
 
 	done  chan struct{} // closed at the end of Close
 	owned bool          // made by Replicate: closed with its last link
 
+	// mu is taken before a sendSession's mu (LOCKS.md).
 	mu struct {
 		sync.Mutex
 		closed    bool

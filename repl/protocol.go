@@ -3,9 +3,10 @@ package repl
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
+	"github.com/flume-go/flume/internal/crc32c"
 )
 
 // Wire format (docs/protocol.md is the full description).
@@ -31,7 +32,7 @@ const (
 	maxPreAuthMessage = 4 << 10
 	// maxMessage bounds any message: one maximal entry frame plus the batch
 	// header, with room to spare.
-	maxMessage = flume.MaxEntrySize + flume.FrameHeaderSize + 1024
+	maxMessage = flume.MaxEntrySize + frame.HeaderSize + 1024
 	// batchHeaderSize is the fixed part of an Entries message body.
 	batchHeaderSize = 8 + 8 + 4
 	nonceSize       = 32
@@ -130,9 +131,9 @@ type Hello struct {
 	Since   int64      // last seq, -1 when empty
 	Hash    flume.Hash // chain hash at Since (GenesisHash(LogID) when empty)
 
-	// Anchor is not sent. On the primary, the caller of decide fills it
-	// with the local hash at the remote's since (when that seq exists
-	// locally), so that decide stays a pure function.
+	// Anchor is not sent. On the primary it is the primary's own position
+	// at the follower's since (when it has that seq), against which the
+	// handshake checks that the follower's history is a prefix of its own.
 	Anchor *Position
 }
 
@@ -319,17 +320,15 @@ func appendBatch(dst []byte, m batch) []byte {
 	return finishBatch(dst, s, m.Count)
 }
 
+// appendAck encodes an ack with a CRC32C of its seqs, so that a corrupted
+// ack can never make the primary count an entry as replicated.
 func appendAck(dst []byte, m ack) []byte {
 	dst, s := beginMsg(dst, MsgAck)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Durable))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Received))
-	dst = binary.LittleEndian.AppendUint32(dst, crc32.Checksum(dst[len(dst)-16:], castagnoli))
+	dst = binary.LittleEndian.AppendUint32(dst, crc32c.Checksum(dst[len(dst)-16:]))
 	return endMsg(dst, s)
 }
-
-// castagnoli is the CRC32C table; acks carry one so that a corrupted ack
-// can never make the primary count an entry as replicated.
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 func appendHeartbeat(dst []byte, m heartbeat) []byte {
 	dst, s := beginMsg(dst, MsgHeartbeat)
@@ -519,7 +518,7 @@ func decodeBatch(b []byte) (batch, error) {
 	if m.First < 0 {
 		return batch{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("Entries message: first seq %d is not an entry", m.First)}
 	}
-	if uint64(len(m.Frames)) < uint64(m.Count)*flume.FrameHeaderSize {
+	if uint64(len(m.Frames)) < uint64(m.Count)*frame.HeaderSize {
 		return batch{}, protoErr("Entries message: %d bytes cannot hold %d frames", len(m.Frames), m.Count)
 	}
 	if last := m.First + int64(m.Count) - 1; last > m.PrimarySince {
@@ -535,7 +534,7 @@ func decodeFrames(dst []flume.Entry, m batch) ([]flume.Entry, error) {
 	dst = dst[:0]
 	b := m.Frames
 	for i := uint32(0); i < m.Count; i++ {
-		e, n, err := flume.DecodeFrame(b)
+		e, n, err := frame.Decode(b)
 		if err != nil {
 			return dst, &ProtocolError{Code: CodeCorrupt, Reason: fmt.Sprintf("Entries message: frame %d of %d (seq %d)", i, m.Count, m.First+int64(i)), Err: err}
 		}
@@ -558,7 +557,7 @@ func decodeAck(b []byte) (ack, error) {
 	if err := r.done(); err != nil {
 		return ack{}, err
 	}
-	if want := crc32.Checksum(b[:16], castagnoli); sum != want {
+	if want := crc32c.Checksum(b[:16]); sum != want {
 		return ack{}, &ProtocolError{Code: CodeCorrupt, Reason: fmt.Sprintf("Ack message: checksum mismatch: stored %08x, computed %08x", sum, want)}
 	}
 	if m.Received < m.Durable {

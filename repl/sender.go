@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 )
 
 // sendSession is one connection to a follower: it streams entries and reads acks.
@@ -172,7 +172,7 @@ func (s *sendSession) sendLoop(from int64) error {
 			count, frameBytes := 0, 0
 			for count < maxEntries && len(buf)-start < maxBytes && c.NextSeq() <= since && c.Next() {
 				n := len(buf)
-				buf = flume.AppendFrame(buf, c.Entry())
+				buf = frame.Append(buf, c.Entry())
 				frameBytes += len(buf) - n
 				count++
 			}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/frame"
 	"github.com/flume-go/flume/internal/testutil"
 	"github.com/flume-go/flume/memlog"
 )
@@ -65,7 +66,7 @@ func TestStatusLag(t *testing.T) {
 	if !testutil.Poll(2*time.Second, lagging) { // within gatedConn's 3s hold
 		t.Fatalf("lagging follower status %+v", s)
 	}
-	if s.NodeID != "f1" || !s.Connected || s.LagBytes < 50*int64(flume.FrameSize(9)) {
+	if s.NodeID != "f1" || !s.Connected || s.LagBytes < 50*int64(frame.Size(9)) {
 		t.Fatalf("lagging follower status %+v", s)
 	}
 	gate.Store(false)
@@ -118,7 +119,7 @@ func TestUpstreamLagSeconds(t *testing.T) {
 	st := f.Status()
 	lag := st.PrimarySince - 9
 	if st.Since != 9 || st.LagEntries != lag || st.LagSeconds > time.Since(t0).Seconds() ||
-		st.LagBytes < lag*int64(flume.FrameSize(3)) || st.LagBytes > lag*int64(flume.FrameSize(9)) {
+		st.LagBytes < lag*int64(frame.Size(3)) || st.LagBytes > lag*int64(frame.Size(9)) {
 		t.Fatalf("behind for %v: status %+v", time.Since(t0), st)
 	}
 	unstall()

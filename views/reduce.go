@@ -6,13 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io/fs"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/internal/crc32c"
 	"github.com/flume-go/flume/vfs"
 )
 
@@ -369,8 +369,6 @@ type reduceFile struct {
 	state   []byte
 }
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 func appendReduceFile(dst []byte, f reduceFile) []byte {
 	n := len(dst)
 	dst = append(dst, reduceMagic...)
@@ -381,7 +379,7 @@ func appendReduceFile(dst []byte, f reduceFile) []byte {
 	dst = append(dst, f.version...)
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(len(f.state)))
 	dst = append(dst, f.state...)
-	binary.LittleEndian.PutUint32(dst[n+8:], crc32.Checksum(dst[n+12:], castagnoli))
+	binary.LittleEndian.PutUint32(dst[n+8:], crc32c.Checksum(dst[n+12:]))
 	return dst
 }
 
@@ -392,7 +390,7 @@ func decodeReduceFile(b []byte) (reduceFile, error) {
 	if len(b) < 64 || string(b[:8]) != reduceMagic {
 		return f, errors.New("views: reduce: not a state file (bad magic or too short)")
 	}
-	if got, want := binary.LittleEndian.Uint32(b[8:]), crc32.Checksum(b[12:], castagnoli); got != want {
+	if got, want := binary.LittleEndian.Uint32(b[8:]), crc32c.Checksum(b[12:]); got != want {
 		return f, fmt.Errorf("views: reduce: state file checksum mismatch: stored %08x, computed %08x", got, want)
 	}
 	f.since = int64(binary.LittleEndian.Uint64(b[12:]))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/fork"
+	"github.com/flume-go/flume/frame"
 	"github.com/flume-go/flume/internal/testpki"
 	"github.com/flume-go/flume/server"
 	"github.com/flume-go/flume/vfs"
@@ -42,7 +43,7 @@ func forkFixture(t *testing.T, cuts ...[]string) (string, []string) {
 				h.AfterHash = hash
 			}
 			if i >= kept {
-				stream = flume.AppendFrame(stream, flume.Entry{Seq: i, Epoch: epoch, Hash: hash, Data: data})
+				stream = frame.Append(stream, flume.Entry{Seq: i, Epoch: epoch, Hash: hash, Data: data})
 			}
 			prev = hash
 		}
