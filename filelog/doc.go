@@ -10,6 +10,7 @@
 //	dir/
 //	  LOCK                      flock'ed by the opener (flume.ErrLocked for a second one)
 //	  META                      log ID and epoch (44 bytes, written tmp+fsync+rename+dir fsync)
+//	  epochs                    epoch history, one record per promotion (appended, fsynced)
 //	  00000000000000000000.seg  segment: frames of seqs 0..k-1 (name = first seq, 20 digits)
 //	  00000000000000000000.idx  index of a sealed segment
 //	  0000000000000000000k.seg  the active (last) segment
@@ -29,6 +30,26 @@
 // version u32, CRC32C of the trailer. META is "FLUMEMET", version u32,
 // 4 reserved bytes, the 16-byte log ID, epoch u64, CRC32C u32. All integers
 // are little endian. testdata/golden freezes this format.
+//
+// The epochs file, created by the first BeginEpoch (a log without one has
+// an empty history), is a 16-byte header, "FLUMEEPO", version u32, CRC32C
+// u32 of the 12 bytes before it, then one 80-byte record per promotion,
+// oldest first:
+//
+//	offset size field
+//	0      4    CRC32C of bytes [4, 80)
+//	4      8    epoch u64           strictly greater than the previous record's
+//	12     8    start i64           first seq of the epoch (Since()+1 at promotion)
+//	20     32   prev hash           chain hash h(start-1); the genesis hash for start 0
+//	52     16   promotion ID
+//	68     8    unix nanos i64      when promoted (informative)
+//	76     4    promoter u32        first 4 bytes of SHA-256(node ID) (informative)
+//
+// BeginEpoch fsyncs the log, then appends the record and fsyncs the file
+// (the first record creates the file with header and record by an atomic
+// replace), then writes the new epoch to META. META's epoch is the source
+// of truth for Epoch(); Open rolls it forward to the last record's epoch if
+// a crash fell between the two writes, so it is never below a record.
 //
 // A segment is sealed once it reaches Options.SegmentSize (at an Append
 // boundary): it is fsynced, its index is written (temp file, fsync, rename)
@@ -52,6 +73,16 @@
 // sealed segment whose size disagrees with its index is corruption: Open
 // returns a *flume.CorruptionError and changes nothing. A missing or bad
 // index of a sealed segment is rebuilt by scanning that segment.
+//
+// Open then checks the epochs file. A partial last record, or a last record
+// failing its CRC with only zero bytes after it, is a torn write: cut and
+// reported in OpenReport.Epochs. A bad header, a bad record followed by
+// more data, epochs that do not strictly increase, starts that decrease,
+// or a record whose prev hash is not the log's chain hash at start-1 is
+// corruption: Open fails with a *flume.CorruptionError naming the file, the
+// record's offset and its index. Records that start past Since()+1 (their
+// epoch never got an entry durable) are cut from the file and reported; a
+// record starting at Since()+1 is the current epoch, still without entries.
 // Corruption inside sealed segments is found when read: Get, Entry and
 // iterators return a *flume.CorruptionError for a bad frame and never
 // serve it; Verify walks everything, including the chain hash.

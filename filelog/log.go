@@ -56,6 +56,9 @@ type Log struct {
 		// failed cut of a partial write). It is written with mu held too,
 		// so that appenders can check it under mu alone (writableLocked).
 		err error
+		// epochsSize is how many bytes of the epochs file hold its header
+		// and whole records (0: no file yet); the next record goes there.
+		epochsSize int64
 	}
 
 	// mu guards the in-memory state that appenders and readers share (and
@@ -81,6 +84,9 @@ type Log struct {
 		hasher    *chainHasher
 		spareBuf  []byte
 		spareOffs []int64
+
+		// epochs is the epoch history, oldest first (epochs.go).
+		epochs []flume.EpochRecord
 	}
 
 	sinceA atomic.Int64 // published since, for lock-free Since
@@ -116,6 +122,10 @@ type OpenReport struct {
 	TruncatedBytes  int64
 	TruncatedReason string
 	Duration        time.Duration
+
+	// Epochs says what recovery did with the epoch history and with an
+	// interrupted TruncateAfter.
+	Epochs EpochRecovery
 }
 
 // Open opens the log in dir, creating it if needed, and recovers it: a torn
@@ -239,6 +249,7 @@ func (l *Log) Stats() Stats {
 func (l *Log) OpenReport() OpenReport {
 	r := l.report
 	r.RebuiltIndexes = append([]string(nil), r.RebuiltIndexes...)
+	r.Epochs.Dropped = append([]flume.EpochRecord(nil), r.Epochs.Dropped...)
 	return r
 }
 

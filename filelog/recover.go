@@ -21,7 +21,8 @@ import (
 // before the Log is shared, so it takes no locks. Its steps, in order:
 // list the files, read (or create) META, load the sealed segments from
 // their indexes, then scan the active segment, deciding whether a bad frame
-// there is a torn tail to cut or corruption to refuse.
+// there is a torn tail to cut or corruption to refuse, and last load and
+// check the epoch history against the recovered log (recoverEpochs).
 func (l *Log) recover() error {
 	bases, idx, err := l.listDir()
 	if err != nil {
@@ -30,6 +31,15 @@ func (l *Log) recover() error {
 	if err := l.loadMeta(len(bases) > 0); err != nil {
 		return err
 	}
+	if err := l.recoverSegments(bases, idx); err != nil {
+		return err
+	}
+	return l.recoverEpochs()
+}
+
+// recoverSegments loads the segments listed (first seqs bases, idx: which
+// have an index file) and recovers the active one.
+func (l *Log) recoverSegments(bases []int64, idx map[int64]bool) error {
 	if len(bases) == 0 {
 		return l.startEmpty()
 	}

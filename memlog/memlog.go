@@ -19,6 +19,7 @@ type Log struct {
 	genesis flume.Hash
 	entries []flume.Entry // entries[i].Seq == i; Data owned by the log
 	closed  bool
+	fo      failover // epoch history, fencing state, cuts (epoch.go)
 }
 
 var _ flume.Log = (*Log)(nil)
