@@ -11,6 +11,7 @@
 //	  LOCK                      flock'ed by the opener (flume.ErrLocked for a second one)
 //	  META                      log ID and epoch (44 bytes, written tmp+fsync+rename+dir fsync)
 //	  epochs                    epoch history, one record per promotion (appended, fsynced)
+//	  state                     fencing state: fenced epoch, committed hint (36 bytes, replaced atomically)
 //	  00000000000000000000.seg  segment: frames of seqs 0..k-1 (name = first seq, 20 digits)
 //	  00000000000000000000.idx  index of a sealed segment
 //	  0000000000000000000k.seg  the active (last) segment
@@ -50,6 +51,14 @@
 // replace), then writes the new epoch to META. META's epoch is the source
 // of truth for Epoch(); Open rolls it forward to the last record's epoch if
 // a crash fell between the two writes, so it is never below a record.
+//
+// The state file holds the fencing state of the node (flume.EpochLog):
+// "FLUMESTA", version u32, 4 reserved bytes, fenced epoch u64, committed
+// hint i64, CRC32C u32 of the 32 bytes before it. Fence and
+// SetCommittedHint replace it (temp file, fsync, rename, directory fsync)
+// before they return; without one (every log before its first Fence) the
+// fenced epoch is 0 and the hint -1. A damaged state file fails Open with a
+// *flume.CorruptionError.
 //
 // A segment is sealed once it reaches Options.SegmentSize (at an Append
 // boundary): it is fsynced, its index is written (temp file, fsync, rename)

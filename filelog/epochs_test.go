@@ -253,8 +253,9 @@ func TestGoldenHasNoHistory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if h := l.Epochs(); len(h) != 0 || l.Epoch() != 1 {
-		t.Fatalf("golden fixture: history %v epoch %d, want none and 1", h, l.Epoch())
+	if h := l.Epochs(); len(h) != 0 || l.Epoch() != 1 || l.FencedEpoch() != 0 || l.CommittedHint() != -1 {
+		t.Fatalf("golden fixture: history %v epoch %d fenced %d hint %d, want none, 1, 0, -1",
+			h, l.Epoch(), l.FencedEpoch(), l.CommittedHint())
 	}
 	if rep := l.OpenReport().Epochs; fmt.Sprint(rep) != fmt.Sprint(filelog.EpochRecovery{}) {
 		t.Fatalf("golden fixture: epoch recovery %+v", rep)

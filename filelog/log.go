@@ -91,6 +91,11 @@ type Log struct {
 
 	sinceA atomic.Int64 // published since, for lock-free Since
 
+	// st guards the fencing state and serializes the writes of the state
+	// file (state.go). Taken before mu; Close takes it to wait for a
+	// write in flight.
+	st stateMu
+
 	stats struct {
 		entries, bytes, writes, syncs, syncNanos atomic.Int64
 	}
@@ -192,6 +197,9 @@ func (l *Log) Close() error {
 	}
 	l.mu.closed = true
 	l.mu.Unlock()
+	l.st.Lock() // waits for a state file write in flight
+	l.st.closed = true
+	l.st.Unlock()
 	if l.cancel != nil {
 		l.cancel()
 		l.wg.Wait()

@@ -22,13 +22,17 @@ import (
 // list the files, read (or create) META, load the sealed segments from
 // their indexes, then scan the active segment, deciding whether a bad frame
 // there is a torn tail to cut or corruption to refuse, and last load and
-// check the epoch history against the recovered log (recoverEpochs).
+// check the epoch history against the recovered log (recoverEpochs). The
+// fencing state (loadState) is read after META.
 func (l *Log) recover() error {
 	bases, idx, err := l.listDir()
 	if err != nil {
 		return err
 	}
 	if err := l.loadMeta(len(bases) > 0); err != nil {
+		return err
+	}
+	if err := l.loadState(); err != nil {
 		return err
 	}
 	if err := l.recoverSegments(bases, idx); err != nil {

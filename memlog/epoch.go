@@ -9,10 +9,14 @@ import (
 	"github.com/flume-go/flume/internal/epochs"
 )
 
+var _ flume.EpochLog = (*Log)(nil)
+
 // failover is the log's epoch history and fencing state, guarded by Log.mu
 // like everything else.
 type failover struct {
 	epochs []flume.EpochRecord // oldest first; no record starts past since+1
+	fenced uint64              // FencedEpoch
+	hint   int64               // CommittedHint; New sets -1
 }
 
 // Epochs implements flume.EpochLog: a copy of the history, oldest first.
@@ -38,5 +42,41 @@ func (l *Log) BeginEpoch(r flume.EpochRecord) error {
 	}
 	l.fo.epochs = append(l.fo.epochs, r)
 	l.epoch = r.Epoch
+	return nil
+}
+
+// FencedEpoch implements flume.EpochLog.
+func (l *Log) FencedEpoch() uint64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.fo.fenced
+}
+
+// Fence implements flume.EpochLog; a lower or equal e changes nothing.
+func (l *Log) Fence(e uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return flume.ErrClosed
+	}
+	l.fo.fenced = max(l.fo.fenced, e)
+	return nil
+}
+
+// CommittedHint implements flume.EpochLog: -1 until SetCommittedHint.
+func (l *Log) CommittedHint() int64 {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.fo.hint
+}
+
+// SetCommittedHint implements flume.EpochLog; lower values change nothing.
+func (l *Log) SetCommittedHint(seq int64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return flume.ErrClosed
+	}
+	l.fo.hint = max(l.fo.hint, seq)
 	return nil
 }

@@ -38,3 +38,25 @@ func TestBeginEpoch(t *testing.T) {
 		t.Fatalf("history %v epoch %d", h, l.Epoch())
 	}
 }
+
+func TestFencingState(t *testing.T) {
+	l := memlog.New()
+	if l.FencedEpoch() != 0 || l.CommittedHint() != -1 {
+		t.Fatalf("new log: fenced %d hint %d", l.FencedEpoch(), l.CommittedHint())
+	}
+	for _, s := range []struct{ f, h uint64 }{{3, 5}, {2, 4}} {
+		if err := l.Fence(s.f); err != nil {
+			t.Fatal(err)
+		}
+		if err := l.SetCommittedHint(int64(s.h)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if l.FencedEpoch() != 3 || l.CommittedHint() != 5 {
+		t.Fatalf("fenced %d hint %d, want 3 5 (monotonic)", l.FencedEpoch(), l.CommittedHint())
+	}
+	l.Close()
+	if err := l.Fence(4); !errors.Is(err, flume.ErrClosed) {
+		t.Fatalf("Fence after Close: %v", err)
+	}
+}

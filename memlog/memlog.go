@@ -24,10 +24,11 @@ type Log struct {
 
 var _ flume.Log = (*Log)(nil)
 
-// New returns an empty log with a fresh random ID and epoch 0.
+// New returns an empty log with a fresh random ID and epoch 0, an empty
+// epoch history, fenced epoch 0 and committed hint -1.
 func New() *Log {
 	id := flume.NewLogID()
-	return &Log{id: id, genesis: flume.GenesisHash(id)}
+	return &Log{id: id, genesis: flume.GenesisHash(id), fo: failover{hint: -1}}
 }
 
 // ID implements flume.Log.
