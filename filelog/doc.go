@@ -12,6 +12,7 @@
 //	  META                      log ID and epoch (44 bytes, written tmp+fsync+rename+dir fsync)
 //	  epochs                    epoch history, one record per promotion (appended, fsynced)
 //	  state                     fencing state: fenced epoch, committed hint (36 bytes, replaced atomically)
+//	  truncate                  intent of a TruncateAfter in progress (92 bytes; exists only during a cut)
 //	  00000000000000000000.seg  segment: frames of seqs 0..k-1 (name = first seq, 20 digits)
 //	  00000000000000000000.idx  index of a sealed segment
 //	  0000000000000000000k.seg  the active (last) segment
@@ -59,6 +60,44 @@
 // before they return; without one (every log before its first Fence) the
 // fenced epoch is 0 and the hint -1. A damaged state file fails Open with a
 // *flume.CorruptionError.
+//
+// # Verified cuts
+//
+// TruncateAfter(seq, want, fork) removes the entries after seq, for the
+// rejoin of a node whose log holds entries its new primary lacks. With the
+// write locks held it fsyncs what is pending, checks h(seq) == want (else
+// flume.ErrDiverged), streams the frames after seq to fork as stored
+// (checking each; a failure cuts nothing), then:
+//
+//  1. writes the intent file truncate by an atomic replace: "FLUMETRC",
+//     version u32, flags u32 (bit 0: a frame fix follows), seq i64, h(seq)
+//     [32], first seq of the segment holding seq+1 i64, offset of seq+1 in
+//     it i64, offset of frame seq i64, the fix: the new first 8 bytes of
+//     frame seq [8], CRC32C u32 of the 88 bytes before it;
+//  2. publishes the cut in memory (Since() is seq);
+//  3. removes the segments and index files above the segment holding
+//     seq+1, truncates that segment at seq+1 (it becomes the active one),
+//     removes its index, fsyncs it and the directory. If seq is inside a
+//     batch, frame seq carries the "batch continues" flag: the fix
+//     rewrites its length word and CRC without it, else recovery would
+//     drop the batch's remaining frames as an unfinished batch;
+//  4. cuts the epoch records that start past seq+1 off the epochs file;
+//  5. removes the intent and fsyncs the directory.
+//
+// Open finds an intent after a crash in steps 2 to 5 and completes the cut
+// before recovering the segments: it redoes step 3 (every part of it can
+// be repeated), checks that the log then ends at (seq, h(seq)) (else
+// corruption), cuts the epochs file by the rule above (records past
+// Since()+1 go) and removes the intent, reporting it in
+// OpenReport.Epochs.Truncated. A crash at any point thus leaves the whole
+// log or exactly [0, seq]. A read-only open cannot complete a cut and
+// fails. An I/O error after step 1 is sticky until the log is reopened.
+//
+// An iterator sees no cut entry once TruncateAfter has returned: the cut
+// is published before any file changes, and an iterator checks for cuts
+// before and after each read. One whose next seq is at most seq+1 goes on
+// with the entries appended after the cut; one past seq+1, which has
+// yielded cut entries, stops with an error wrapping flume.ErrDiverged.
 //
 // A segment is sealed once it reaches Options.SegmentSize (at an Append
 // boundary): it is fsynced, its index is written (temp file, fsync, rename)

@@ -87,9 +87,16 @@ type Log struct {
 
 		// epochs is the epoch history, oldest first (epochs.go).
 		epochs []flume.EpochRecord
+		// cuts are the seqs of TruncateAfter's cuts, oldest first, for
+		// the iterators opened before them; retired are the segments a
+		// cut removed or replaced, whose files stay open until Close for
+		// the readers still on them (truncate.go).
+		cuts    []int64
+		retired []*segment
 	}
 
 	sinceA atomic.Int64 // published since, for lock-free Since
+	cutGen atomic.Int64 // len(mu.cuts), for iterators' lock-free check
 
 	// st guards the fencing state and serializes the writes of the state
 	// file (state.go). Taken before mu; Close takes it to wait for a
@@ -229,7 +236,7 @@ func (l *Log) Close() error {
 
 func (l *Log) closeFiles() error {
 	var err error
-	for _, s := range l.mu.segs {
+	for _, s := range append(l.mu.segs, l.mu.retired...) {
 		if cerr := s.close(); err == nil && cerr != nil {
 			err = fmt.Errorf("filelog: close %s: %w", s.path, cerr)
 		}

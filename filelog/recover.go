@@ -23,7 +23,11 @@ import (
 // their indexes, then scan the active segment, deciding whether a bad frame
 // there is a torn tail to cut or corruption to refuse, and last load and
 // check the epoch history against the recovered log (recoverEpochs). The
-// fencing state (loadState) is read after META.
+// fencing state (loadState) is read after META. A TruncateAfter that a
+// crash interrupted (its intent file exists) is completed first: the
+// segment files are cut (finishCut), the recovered log must then end at
+// the intent's seq and hash (checkCut), recoverEpochs drops the epoch
+// records past the cut, and the intent is removed last.
 func (l *Log) recover() error {
 	bases, idx, err := l.listDir()
 	if err != nil {
@@ -35,10 +39,33 @@ func (l *Log) recover() error {
 	if err := l.loadState(); err != nil {
 		return err
 	}
+	in, err := l.readIntent()
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		if err := l.finishCut(in); err != nil {
+			return err
+		}
+		if bases, idx, err = l.listDir(); err != nil {
+			return err
+		}
+	}
 	if err := l.recoverSegments(bases, idx); err != nil {
 		return err
 	}
-	return l.recoverEpochs()
+	if in != nil {
+		if err := l.checkCut(in); err != nil {
+			return err
+		}
+	}
+	if err := l.recoverEpochs(); err != nil {
+		return err
+	}
+	if in != nil {
+		return l.removeIntent()
+	}
+	return nil
 }
 
 // recoverSegments loads the segments listed (first seqs bases, idx: which

@@ -4,6 +4,7 @@ package memlog
 
 import (
 	"fmt"
+	"io"
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/internal/epochs"
@@ -17,6 +18,7 @@ type failover struct {
 	epochs []flume.EpochRecord // oldest first; no record starts past since+1
 	fenced uint64              // FencedEpoch
 	hint   int64               // CommittedHint; New sets -1
+	cuts   []int64             // the seqs of TruncateAfter's cuts, oldest first
 }
 
 // Epochs implements flume.EpochLog: a copy of the history, oldest first.
@@ -78,5 +80,83 @@ func (l *Log) SetCommittedHint(seq int64) error {
 		return flume.ErrClosed
 	}
 	l.fo.hint = max(l.fo.hint, seq)
+	return nil
+}
+
+var _ flume.TruncatableLog = (*Log)(nil)
+
+// TruncateAfter implements flume.TruncatableLog. It checks that the chain
+// hash at seq is want (else an error wrapping flume.ErrDiverged), writes
+// the entries after seq to fork as frames (flume.AppendFrame; a write error
+// cuts nothing), then removes them and the epoch records that start past
+// seq+1. Epoch(), the fencing state and the committed hint are unchanged.
+// fork must not call back into the log; nil discards the frames.
+//
+// Iterators opened before the cut see no cut entry afterwards: one whose
+// next seq is at most seq+1 goes on with whatever the log holds there (the
+// entries appended after the cut); one already past seq+1, which has
+// yielded cut entries, stops with an error wrapping flume.ErrDiverged.
+func (l *Log) TruncateAfter(seq int64, want flume.Hash, fork io.Writer) (flume.TruncateReport, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return flume.TruncateReport{}, flume.ErrClosed
+	}
+	since, _ := l.headLocked()
+	if seq < -1 || seq > since {
+		return flume.TruncateReport{}, fmt.Errorf("memlog: truncate after %d: the log ends at %d: %w", seq, since, flume.ErrNotFound)
+	}
+	h := l.genesis
+	if seq >= 0 {
+		h = l.entries[seq].Hash
+	}
+	if h != want {
+		return flume.TruncateReport{}, fmt.Errorf("memlog: truncate after %d: the log's hash there is %s, not %s: %w",
+			seq, h.Short(), want.Short(), flume.ErrDiverged)
+	}
+	rep := flume.TruncateReport{After: seq, From: seq + 1, To: since, Entries: since - seq}
+	if fork == nil {
+		fork = io.Discard
+	}
+	var buf []byte
+	for _, e := range l.entries[seq+1:] {
+		buf = flume.AppendFrame(buf[:0], e)
+		if _, err := fork.Write(buf); err != nil {
+			return flume.TruncateReport{}, fmt.Errorf("memlog: truncate after %d: write the fork (nothing was cut): %w", seq, err)
+		}
+		rep.Bytes += int64(len(buf))
+	}
+	if rep.Entries == 0 {
+		return rep, nil
+	}
+	clear(l.entries[seq+1:]) // entries handed out are copies; drop the payloads
+	l.entries = l.entries[:seq+1]
+	l.fo.epochs = l.fo.epochs[:epochs.Kept(l.fo.epochs, seq)]
+	l.fo.cuts = append(l.fo.cuts, seq)
+	return rep, nil
+}
+
+func (l *Log) cutCount() int {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return len(l.fo.cuts)
+}
+
+// afterCutLocked brings the iterator up to date with cuts made since it
+// last looked: an error if one of them removed an entry it may have
+// yielded (its next seq is past the cut's seq+1). l.mu is held.
+func (it *iter) afterCutLocked() error {
+	cuts := it.l.fo.cuts
+	if it.cuts == len(cuts) {
+		return nil
+	}
+	low := cuts[it.cuts]
+	for _, c := range cuts[it.cuts:] {
+		low = min(low, c)
+	}
+	if it.next > low+1 {
+		return fmt.Errorf("memlog: iterator at seq %d: the log was cut after seq %d, below it: %w", it.next, low, flume.ErrDiverged)
+	}
+	it.cuts = len(cuts)
 	return nil
 }

@@ -60,3 +60,23 @@ func TestFencingState(t *testing.T) {
 		t.Fatalf("Fence after Close: %v", err)
 	}
 }
+
+func TestTruncateAfter(t *testing.T) {
+	l := memlog.New()
+	defer l.Close()
+	for i := 0; i < 10; i++ {
+		if _, err := l.Append([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e4, _ := l.Entry(4)
+	if _, err := l.TruncateAfter(4, e4.Hash, nil); err != nil {
+		t.Fatal(err)
+	}
+	if s, h := l.Head(); s != 4 || h != e4.Hash {
+		t.Fatalf("head %d, want 4", s)
+	}
+	if _, err := l.TruncateAfter(3, e4.Hash, nil); !errors.Is(err, flume.ErrDiverged) {
+		t.Fatalf("cut with the wrong hash: %v, want ErrDiverged", err)
+	}
+}

@@ -160,13 +160,14 @@ func (l *Log) Head() (int64, flume.Hash) {
 	return l.headLocked()
 }
 
-// Iter implements flume.Log. Entries handed out alias the log's storage,
-// which is never modified, so no copy is made.
+// Iter implements flume.Log. Entries handed out alias payloads the log
+// never modifies (a cut drops them, it does not overwrite them), so no copy
+// is made. See TruncateAfter for what an iterator sees of a cut.
 func (l *Log) Iter(from int64) flume.Iterator {
 	if from < 0 {
 		from = 0
 	}
-	return &iter{l: l, next: from}
+	return &iter{l: l, next: from, cuts: l.cutCount()}
 }
 
 // Sync implements flume.Log; memory needs no sync.
@@ -190,6 +191,7 @@ func (l *Log) Close() error {
 type iter struct {
 	l    *Log
 	next int64
+	cuts int // cuts of the log seen (see afterCutLocked)
 	cur  flume.Entry
 	err  error
 	done bool
@@ -201,13 +203,18 @@ func (it *iter) Next() bool {
 	}
 	it.l.mu.RLock()
 	closed := it.l.closed
+	cutErr := it.afterCutLocked()
 	var ok bool
-	if !closed && it.next < int64(len(it.l.entries)) {
+	if !closed && cutErr == nil && it.next < int64(len(it.l.entries)) {
 		it.cur, ok = it.l.entries[it.next], true
 	}
 	it.l.mu.RUnlock()
 	if closed {
 		it.err, it.done = flume.ErrClosed, true
+		return false
+	}
+	if cutErr != nil {
+		it.err, it.done = cutErr, true
 		return false
 	}
 	if !ok {
