@@ -271,3 +271,22 @@ func TestGoldenHasNoHistory(t *testing.T) {
 		}
 	}
 }
+
+// TestSetIDWithHistory: an empty log with an epoch history keeps its ID
+// (the records' prev hashes pin its genesis hash, which Open checks).
+func TestSetIDWithHistory(t *testing.T) {
+	fs := vfs.NewMem()
+	l, err := filelog.Open(dir, &filelog.Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	beginEpoch(t, l, 1)
+	if err := l.SetID(flume.NewLogID()); !errors.Is(err, flume.ErrNotEmpty) {
+		t.Fatalf("SetID: %v, want ErrNotEmpty", err)
+	}
+	l.Close()
+	if l, err = filelog.Open(dir, &filelog.Options{FS: fs}); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+}

@@ -286,7 +286,8 @@ func (l *Log) Epoch() uint64 {
 }
 
 // SetID implements flume.Log. The new ID is durable (META rewritten with
-// temp file, fsync, rename, directory fsync) before it returns.
+// temp file, fsync, rename, directory fsync) before it returns. A log with
+// an epoch history is not empty: its records pin the genesis hash.
 func (l *Log) SetID(id flume.LogID) error {
 	l.w.Lock()
 	defer l.w.Unlock()
@@ -300,6 +301,9 @@ func (l *Log) SetID(id flume.LogID) error {
 	}
 	if l.mu.enc.since >= 0 {
 		return fmt.Errorf("filelog: set ID: %w", flume.ErrNotEmpty)
+	}
+	if len(l.mu.epochs) > 0 { // their prev hashes pin the old genesis
+		return fmt.Errorf("filelog: set ID: the log has an epoch history: %w", flume.ErrNotEmpty)
 	}
 	if err := writeMeta(l.fs, l.dir, meta{id: id, epoch: l.mu.epoch}); err != nil {
 		return err

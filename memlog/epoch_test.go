@@ -80,3 +80,16 @@ func TestTruncateAfter(t *testing.T) {
 		t.Fatalf("cut with the wrong hash: %v, want ErrDiverged", err)
 	}
 }
+
+// TestSetIDWithHistory: an empty log with an epoch history keeps its ID
+// (the records' prev hashes pin its genesis hash).
+func TestSetIDWithHistory(t *testing.T) {
+	l := memlog.New()
+	defer l.Close()
+	if err := l.BeginEpoch(flumetest.NextEpochRecord(l, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SetID(flume.NewLogID()); !errors.Is(err, flume.ErrNotEmpty) {
+		t.Fatalf("SetID: %v, want ErrNotEmpty", err)
+	}
+}

@@ -38,7 +38,8 @@ func (l *Log) ID() flume.LogID {
 	return l.id
 }
 
-// SetID implements flume.Log.
+// SetID implements flume.Log. A log with an epoch history is not empty:
+// its records pin the genesis hash.
 func (l *Log) SetID(id flume.LogID) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -47,6 +48,9 @@ func (l *Log) SetID(id flume.LogID) error {
 	}
 	if len(l.entries) > 0 && id != l.id {
 		return fmt.Errorf("memlog: set ID: %w", flume.ErrNotEmpty)
+	}
+	if len(l.fo.epochs) > 0 && id != l.id { // their prev hashes pin the old genesis
+		return fmt.Errorf("memlog: set ID: the log has an epoch history: %w", flume.ErrNotEmpty)
 	}
 	l.id, l.genesis = id, flume.GenesisHash(id)
 	return nil
