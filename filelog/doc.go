@@ -10,6 +10,9 @@
 //	dir/
 //	  LOCK                      flock'ed by the opener (flume.ErrLocked for a second one)
 //	  META                      log ID and epoch (44 bytes, written tmp+fsync+rename+dir fsync)
+//	  epochs                    epoch history, one record per promotion (appended, fsynced)
+//	  state                     fencing state: fenced epoch, committed hint (36 bytes, replaced atomically)
+//	  truncate                  intent of a TruncateAfter in progress (92 bytes; exists only during a cut)
 //	  00000000000000000000.seg  segment: frames of seqs 0..k-1 (name = first seq, 20 digits)
 //	  00000000000000000000.idx  index of a sealed segment
 //	  0000000000000000000k.seg  the active (last) segment
@@ -29,6 +32,72 @@
 // version u32, CRC32C of the trailer. META is "FLUMEMET", version u32,
 // 4 reserved bytes, the 16-byte log ID, epoch u64, CRC32C u32. All integers
 // are little endian. testdata/golden freezes this format.
+//
+// The epochs file, created by the first BeginEpoch (a log without one has
+// an empty history), is a 16-byte header, "FLUMEEPO", version u32, CRC32C
+// u32 of the 12 bytes before it, then one 80-byte record per promotion,
+// oldest first:
+//
+//	offset size field
+//	0      4    CRC32C of bytes [4, 80)
+//	4      8    epoch u64           strictly greater than the previous record's
+//	12     8    start i64           first seq of the epoch (Since()+1 at promotion)
+//	20     32   prev hash           chain hash h(start-1); the genesis hash for start 0
+//	52     16   promotion ID
+//	68     8    unix nanos i64      when promoted (informative)
+//	76     4    promoter u32        first 4 bytes of SHA-256(node ID) (informative)
+//
+// BeginEpoch fsyncs the log, then appends the record and fsyncs the file
+// (the first record creates the file with header and record by an atomic
+// replace), then writes the new epoch to META. META's epoch is the source
+// of truth for Epoch(); Open rolls it forward to the last record's epoch if
+// a crash fell between the two writes, so it is never below a record.
+//
+// The state file holds the fencing state of the node (flume.EpochLog):
+// "FLUMESTA", version u32, 4 reserved bytes, fenced epoch u64, committed
+// hint i64, CRC32C u32 of the 32 bytes before it. Fence and
+// SetCommittedHint replace it (temp file, fsync, rename, directory fsync)
+// before they return; without one (every log before its first Fence) the
+// fenced epoch is 0 and the hint -1. A damaged state file fails Open with a
+// *flume.CorruptionError.
+//
+// # Verified cuts
+//
+// TruncateAfter(seq, want, fork) removes the entries after seq, for the
+// rejoin of a node whose log holds entries its new primary lacks. With the
+// write locks held it fsyncs what is pending, checks h(seq) == want (else
+// flume.ErrDiverged), streams the frames after seq to fork as stored
+// (checking each; a failure cuts nothing), then:
+//
+//  1. writes the intent file truncate by an atomic replace: "FLUMETRC",
+//     version u32, flags u32 (bit 0: a frame fix follows), seq i64, h(seq)
+//     [32], first seq of the segment holding seq+1 i64, offset of seq+1 in
+//     it i64, offset of frame seq i64, the fix: the new first 8 bytes of
+//     frame seq [8], CRC32C u32 of the 88 bytes before it;
+//  2. publishes the cut in memory (Since() is seq);
+//  3. removes the segments and index files above the segment holding
+//     seq+1, truncates that segment at seq+1 (it becomes the active one),
+//     removes its index, fsyncs it and the directory. If seq is inside a
+//     batch, frame seq carries the "batch continues" flag: the fix
+//     rewrites its length word and CRC without it, else recovery would
+//     drop the batch's remaining frames as an unfinished batch;
+//  4. cuts the epoch records that start past seq+1 off the epochs file;
+//  5. removes the intent and fsyncs the directory.
+//
+// Open finds an intent after a crash in steps 2 to 5 and completes the cut
+// before recovering the segments: it redoes step 3 (every part of it can
+// be repeated), checks that the log then ends at (seq, h(seq)) (else
+// corruption), cuts the epochs file by the rule above (records past
+// Since()+1 go) and removes the intent, reporting it in
+// OpenReport.Epochs.Truncated. A crash at any point thus leaves the whole
+// log or exactly [0, seq]. A read-only open cannot complete a cut and
+// fails. An I/O error after step 1 is sticky until the log is reopened.
+//
+// An iterator sees no cut entry once TruncateAfter has returned: the cut
+// is published before any file changes, and an iterator checks for cuts
+// before and after each read. One whose next seq is at most seq+1 goes on
+// with the entries appended after the cut; one past seq+1, which has
+// yielded cut entries, stops with an error wrapping flume.ErrDiverged.
 //
 // A segment is sealed once it reaches Options.SegmentSize (at an Append
 // boundary): it is fsynced, its index is written (temp file, fsync, rename)
@@ -52,6 +121,16 @@
 // sealed segment whose size disagrees with its index is corruption: Open
 // returns a *flume.CorruptionError and changes nothing. A missing or bad
 // index of a sealed segment is rebuilt by scanning that segment.
+//
+// Open then checks the epochs file. A partial last record, or a last record
+// failing its CRC with only zero bytes after it, is a torn write: cut and
+// reported in OpenReport.Epochs. A bad header, a bad record followed by
+// more data, epochs that do not strictly increase, starts that decrease,
+// or a record whose prev hash is not the log's chain hash at start-1 is
+// corruption: Open fails with a *flume.CorruptionError naming the file, the
+// record's offset and its index. Records that start past Since()+1 (their
+// epoch never got an entry durable) are cut from the file and reported; a
+// record starting at Since()+1 is the current epoch, still without entries.
 // Corruption inside sealed segments is found when read: Get, Entry and
 // iterators return a *flume.CorruptionError for a bad frame and never
 // serve it; Verify walks everything, including the chain hash.

@@ -16,11 +16,12 @@ import (
 // sees only published entries. Entry().Data aliases its buffer until the
 // next call to Next. A bad frame ends it with a *flume.CorruptionError.
 func (l *Log) Iter(from int64) flume.Iterator {
-	return &iter{l: l, next: max(from, 0)}
+	return &iter{l: l, next: max(from, 0), gen: l.cutGen.Load()}
 }
 
 type iter struct {
 	l    *Log
+	gen  int64    // cuts of the log seen (see afterCut)
 	next int64    // seq of the next entry
 	seg  *segment // segment r reads, nil when not positioned
 	r    *frameReader
@@ -50,6 +51,11 @@ func (it *iter) fail(err error) bool {
 func (it *iter) Next() bool {
 	if it.done {
 		return false
+	}
+	if gen := it.l.cutGen.Load(); gen != it.gen {
+		if err := it.afterCut(gen); err != nil {
+			return it.fail(err)
+		}
 	}
 	for {
 		if it.seg == nil {
@@ -85,6 +91,14 @@ func (it *iter) Next() bool {
 		}
 		off := it.r.off
 		e, _, err := it.r.next()
+		if gen := it.l.cutGen.Load(); gen != it.gen {
+			// A cut raced with this read (it is published before any
+			// file changes): what was read may be gone. Read again.
+			if err := it.afterCut(gen); err != nil {
+				return it.fail(err)
+			}
+			continue
+		}
 		if err != nil {
 			var fe *frame.Error
 			if errors.As(err, &fe) || err == io.EOF {

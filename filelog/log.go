@@ -56,6 +56,9 @@ type Log struct {
 		// failed cut of a partial write). It is written with mu held too,
 		// so that appenders can check it under mu alone (writableLocked).
 		err error
+		// epochsSize is how many bytes of the epochs file hold its header
+		// and whole records (0: no file yet); the next record goes there.
+		epochsSize int64
 	}
 
 	// mu guards the in-memory state that appenders and readers share (and
@@ -80,9 +83,24 @@ type Log struct {
 		pend      *batch
 		spareBuf  []byte
 		spareOffs []int64
+
+		// epochs is the epoch history, oldest first (epochs.go).
+		epochs []flume.EpochRecord
+		// cuts are the seqs of TruncateAfter's cuts, oldest first, for
+		// the iterators opened before them; retired are the segments a
+		// cut removed or replaced, whose files stay open until Close for
+		// the readers still on them (truncate.go).
+		cuts    []int64
+		retired []*segment
 	}
 
 	sinceA atomic.Int64 // published since, for lock-free Since
+	cutGen atomic.Int64 // len(mu.cuts), for iterators' lock-free check
+
+	// st guards the fencing state and serializes the writes of the state
+	// file (state.go). Taken before mu; Close takes it to wait for a
+	// write in flight.
+	st stateMu
 
 	stats struct {
 		entries, bytes, writes, syncs, syncNanos atomic.Int64
@@ -115,6 +133,10 @@ type OpenReport struct {
 	TruncatedBytes  int64
 	TruncatedReason string
 	Duration        time.Duration
+
+	// Epochs says what recovery did with the epoch history and with an
+	// interrupted TruncateAfter.
+	Epochs EpochRecovery
 }
 
 // Open opens the log in dir, creating it if needed, and recovers it: a torn
@@ -180,6 +202,9 @@ func (l *Log) Close() error {
 	}
 	l.mu.closed = true
 	l.mu.Unlock()
+	l.st.Lock() // waits for a state file write in flight
+	l.st.closed = true
+	l.st.Unlock()
 	if l.cancel != nil {
 		l.cancel()
 		l.wg.Wait()
@@ -209,7 +234,7 @@ func (l *Log) Close() error {
 
 func (l *Log) closeFiles() error {
 	var err error
-	for _, s := range l.mu.segs {
+	for _, s := range append(l.mu.segs, l.mu.retired...) {
 		if cerr := s.close(); err == nil && cerr != nil {
 			err = fmt.Errorf("filelog: close %s: %w", s.path, cerr)
 		}
@@ -237,6 +262,7 @@ func (l *Log) Stats() Stats {
 func (l *Log) OpenReport() OpenReport {
 	r := l.report
 	r.RebuiltIndexes = append([]string(nil), r.RebuiltIndexes...)
+	r.Epochs.Dropped = append([]flume.EpochRecord(nil), r.Epochs.Dropped...)
 	return r
 }
 
@@ -258,7 +284,8 @@ func (l *Log) Epoch() uint64 {
 }
 
 // SetID implements flume.Log. The new ID is durable (META rewritten with
-// temp file, fsync, rename, directory fsync) before it returns.
+// temp file, fsync, rename, directory fsync) before it returns. A log with
+// an epoch history is not empty: its records pin the genesis hash.
 func (l *Log) SetID(id flume.LogID) error {
 	l.w.Lock()
 	defer l.w.Unlock()
@@ -272,6 +299,9 @@ func (l *Log) SetID(id flume.LogID) error {
 	}
 	if l.mu.enc.since >= 0 {
 		return fmt.Errorf("filelog: set ID: %w", flume.ErrNotEmpty)
+	}
+	if len(l.mu.epochs) > 0 { // their prev hashes pin the old genesis
+		return fmt.Errorf("filelog: set ID: the log has an epoch history: %w", flume.ErrNotEmpty)
 	}
 	if err := writeMeta(l.fs, l.dir, meta{id: id, epoch: l.mu.epoch}); err != nil {
 		return err

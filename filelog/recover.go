@@ -22,7 +22,13 @@ import (
 // before the Log is shared, so it takes no locks. Its steps, in order:
 // list the files, read (or create) META, load the sealed segments from
 // their indexes, then scan the active segment, deciding whether a bad frame
-// there is a torn tail to cut or corruption to refuse.
+// there is a torn tail to cut or corruption to refuse, and last load and
+// check the epoch history against the recovered log (recoverEpochs). The
+// fencing state (loadState) is read after META. A TruncateAfter that a
+// crash interrupted (its intent file exists) is completed first: the
+// segment files are cut (finishCut), the recovered log must then end at
+// the intent's seq and hash (checkCut), recoverEpochs drops the epoch
+// records past the cut, and the intent is removed last.
 func (l *Log) recover() error {
 	bases, idx, err := l.listDir()
 	if err != nil {
@@ -31,6 +37,41 @@ func (l *Log) recover() error {
 	if err := l.loadMeta(len(bases) > 0); err != nil {
 		return err
 	}
+	if err := l.loadState(); err != nil {
+		return err
+	}
+	in, err := l.readIntent()
+	if err != nil {
+		return err
+	}
+	if in != nil {
+		if err := l.finishCut(in); err != nil {
+			return err
+		}
+		if bases, idx, err = l.listDir(); err != nil {
+			return err
+		}
+	}
+	if err := l.recoverSegments(bases, idx); err != nil {
+		return err
+	}
+	if in != nil {
+		if err := l.checkCut(in); err != nil {
+			return err
+		}
+	}
+	if err := l.recoverEpochs(); err != nil {
+		return err
+	}
+	if in != nil {
+		return l.removeIntent()
+	}
+	return nil
+}
+
+// recoverSegments loads the segments listed (first seqs bases, idx: which
+// have an index file) and recovers the active one.
+func (l *Log) recoverSegments(bases []int64, idx map[int64]bool) error {
 	if len(bases) == 0 {
 		return l.startEmpty()
 	}

@@ -9,8 +9,10 @@ import (
 
 // TestDurableLog runs the reopen suite for durable logs. open opens (or
 // creates) the log stored in dir; the suite passes each subtest its own
-// t.TempDir() and closes every log it opens.
+// t.TempDir() and closes every log it opens. The EpochsSurviveReopen group
+// runs for a log that implements flume.EpochLog (and flume.TruncatableLog).
 func TestDurableLog(t *testing.T, open func(t *testing.T, dir string) flume.Log) {
+	t.Run("EpochsSurviveReopen", func(t *testing.T) { testEpochsReopen(t, open) })
 	t.Run("ReopenKeepsEverything", func(t *testing.T) {
 		dir := t.TempDir()
 		l := open(t, dir)

@@ -1,5 +1,7 @@
 // Package flumetest is the conformance suite every flume.Log passes, plus
-// benchmark bodies shared by memlog and filelog.
+// benchmark bodies shared by memlog and filelog. TestLog's Epochs group
+// (and TestDurableLog's EpochsSurviveReopen) also test flume.EpochLog and
+// flume.TruncatableLog, for the logs that implement them.
 //
 //	func TestConformance(t *testing.T) {
 //		flumetest.TestLog(t, func(t *testing.T) flume.Log { return memlog.New() })
@@ -17,7 +19,9 @@ import (
 )
 
 // TestLog runs the conformance suite. open returns a new, empty log; the
-// suite closes it.
+// suite closes it. The Epochs group tests flume.EpochLog and
+// flume.TruncatableLog for a log that implements them (and skips
+// otherwise).
 func TestLog(t *testing.T, open func(t *testing.T) flume.Log) {
 	t.Run("Empty", func(t *testing.T) { testEmpty(t, open(t)) })
 	t.Run("AppendGet", func(t *testing.T) { testAppendGet(t, open(t)) })
@@ -32,6 +36,7 @@ func TestLog(t *testing.T, open func(t *testing.T) flume.Log) {
 	t.Run("EntrySizes", func(t *testing.T) { testSizes(t, open(t)) })
 	t.Run("Closed", func(t *testing.T) { testClosed(t, open(t)) })
 	t.Run("ConcurrentAppendIterate", func(t *testing.T) { testConcurrent(t, open(t)) })
+	t.Run("Epochs", func(t *testing.T) { testEpochs(t, open) })
 }
 
 // Payload returns the test payload of entry i: "entry-<i>" padded to size

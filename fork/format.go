@@ -3,13 +3,13 @@ package fork
 import (
 	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/internal/crc32c"
 )
 
 // Position is where the new primary stood when it told this node to cut:
@@ -79,8 +79,6 @@ const (
 	TempSuffix = ".tmp"
 )
 
-var castagnoli = crc32.MakeTable(crc32.Castagnoli)
-
 // validate checks what Create requires of a header.
 func (h *Header) validate() error {
 	if h.Since <= h.After {
@@ -133,8 +131,8 @@ func appendHeader(dst []byte, h *Header) []byte {
 		r = r[epochRecSize:]
 	}
 	copy(r, h.Reason)
-	crc := crc32.Update(0, castagnoli, p[:16])
-	crc = crc32.Update(crc, castagnoli, b)
+	crc := crc32c.Update(0, p[:16])
+	crc = crc32c.Update(crc, b)
 	le.PutUint32(p[16:], crc)
 	return dst
 }
@@ -164,8 +162,8 @@ func decodePrefix(p []byte) (int, *headerError) {
 // decodeBody checks the CRC over prefix and body and decodes the body.
 func decodeBody(prefix, b []byte) (Header, *headerError) {
 	le := binary.LittleEndian
-	crc := crc32.Update(0, castagnoli, prefix[:16])
-	crc = crc32.Update(crc, castagnoli, b)
+	crc := crc32c.Update(0, prefix[:16])
+	crc = crc32c.Update(crc, b)
 	if got := le.Uint32(prefix[16:]); got != crc {
 		return Header{}, &headerError{16, fmt.Sprintf("header checksum mismatch: stored %08x, computed %08x", got, crc), flume.ErrCorrupt}
 	}
@@ -237,7 +235,7 @@ func appendTrailer(dst []byte, t trailer) []byte {
 	le.PutUint64(p[8:], uint64(t.frames))
 	le.PutUint64(p[16:], uint64(t.bytes))
 	le.PutUint32(p[24:], t.crc)
-	le.PutUint32(p[28:], crc32.Checksum(p[:28], castagnoli))
+	le.PutUint32(p[28:], crc32c.Checksum(p[:28]))
 	return dst
 }
 
@@ -246,7 +244,7 @@ func decodeTrailer(p []byte) (trailer, string) {
 	if string(p[:8]) != trailerMagic {
 		return trailer{}, fmt.Sprintf("bad trailer magic %q, want %q", p[:8], trailerMagic)
 	}
-	if got, want := le.Uint32(p[28:]), crc32.Checksum(p[:28], castagnoli); got != want {
+	if got, want := le.Uint32(p[28:]), crc32c.Checksum(p[:28]); got != want {
 		return trailer{}, fmt.Sprintf("trailer checksum mismatch: stored %08x, computed %08x", got, want)
 	}
 	return trailer{frames: int64(le.Uint64(p[8:])), bytes: int64(le.Uint64(p[16:])), crc: le.Uint32(p[24:])}, ""

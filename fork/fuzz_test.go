@@ -3,12 +3,12 @@ package fork
 import (
 	"bytes"
 	"errors"
-	"hash/crc32"
 	"testing"
 	"time"
 
 	"github.com/flume-go/flume"
 	"github.com/flume-go/flume/frame"
+	"github.com/flume-go/flume/internal/crc32c"
 )
 
 // fuzzSeed builds a valid file of n entries cut after seq 1 by hand (not
@@ -31,7 +31,7 @@ func fuzzSeed(n int) []byte {
 	for _, e := range es[2:] {
 		b = frame.AppendMore(b, e, e.Seq == 2)
 	}
-	return appendTrailer(b, trailer{frames: int64(n), bytes: int64(len(b) - start), crc: crc32.Checksum(b[start:], castagnoli)})
+	return appendTrailer(b, trailer{frames: int64(n), bytes: int64(len(b) - start), crc: crc32c.Checksum(b[start:])})
 }
 
 // FuzzDecode: the file decoder never panics, reports every problem as a

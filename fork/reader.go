@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"path/filepath"
@@ -12,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/internal/crc32c"
 	"github.com/flume-go/flume/vfs"
 )
 
@@ -182,7 +182,7 @@ func decode(r io.ReaderAt, size int64, path string, info *Info, fn func(flume.En
 		if msg := c.check(e); msg != "" {
 			return bad(at, seq, flume.ErrCorrupt, "%s", msg)
 		}
-		crc = crc32.Update(crc, castagnoli, buf)
+		crc = crc32c.Update(crc, buf)
 		info.Entries++
 		info.Bytes += int64(len(buf))
 		if fn != nil {

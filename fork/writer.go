@@ -3,13 +3,13 @@ package fork
 import (
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 	"io/fs"
 	"path/filepath"
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/internal/crc32c"
 	"github.com/flume-go/flume/vfs"
 )
 
@@ -145,7 +145,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 		return 0, w.fail(fmt.Errorf("fork: write %s: %w", w.tempPath(), err))
 	}
 	w.off += int64(len(p))
-	w.crc = crc32.Update(w.crc, castagnoli, p)
+	w.crc = crc32c.Update(w.crc, p)
 	data := p
 	if len(w.pending) > 0 {
 		w.pending = append(w.pending, p...)

@@ -19,14 +19,16 @@ type Log struct {
 	genesis flume.Hash
 	entries []flume.Entry // entries[i].Seq == i; Data owned by the log
 	closed  bool
+	fo      failover // epoch history, fencing state, cuts (epoch.go)
 }
 
 var _ flume.Log = (*Log)(nil)
 
-// New returns an empty log with a fresh random ID and epoch 0.
+// New returns an empty log with a fresh random ID and epoch 0, an empty
+// epoch history, fenced epoch 0 and committed hint -1.
 func New() *Log {
 	id := flume.NewLogID()
-	return &Log{id: id, genesis: flume.GenesisHash(id)}
+	return &Log{id: id, genesis: flume.GenesisHash(id), fo: failover{hint: -1}}
 }
 
 // ID implements flume.Log.
@@ -36,7 +38,8 @@ func (l *Log) ID() flume.LogID {
 	return l.id
 }
 
-// SetID implements flume.Log.
+// SetID implements flume.Log. A log with an epoch history is not empty:
+// its records pin the genesis hash.
 func (l *Log) SetID(id flume.LogID) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -45,6 +48,9 @@ func (l *Log) SetID(id flume.LogID) error {
 	}
 	if len(l.entries) > 0 && id != l.id {
 		return fmt.Errorf("memlog: set ID: %w", flume.ErrNotEmpty)
+	}
+	if len(l.fo.epochs) > 0 && id != l.id { // their prev hashes pin the old genesis
+		return fmt.Errorf("memlog: set ID: the log has an epoch history: %w", flume.ErrNotEmpty)
 	}
 	l.id, l.genesis = id, flume.GenesisHash(id)
 	return nil
@@ -158,13 +164,14 @@ func (l *Log) Head() (int64, flume.Hash) {
 	return l.headLocked()
 }
 
-// Iter implements flume.Log. Entries handed out alias the log's storage,
-// which is never modified, so no copy is made.
+// Iter implements flume.Log. Entries handed out alias payloads the log
+// never modifies (a cut drops them, it does not overwrite them), so no copy
+// is made. See TruncateAfter for what an iterator sees of a cut.
 func (l *Log) Iter(from int64) flume.Iterator {
 	if from < 0 {
 		from = 0
 	}
-	return &iter{l: l, next: from}
+	return &iter{l: l, next: from, cuts: l.cutCount()}
 }
 
 // Sync implements flume.Log; memory needs no sync.
@@ -188,6 +195,7 @@ func (l *Log) Close() error {
 type iter struct {
 	l    *Log
 	next int64
+	cuts int // cuts of the log seen (see afterCutLocked)
 	cur  flume.Entry
 	err  error
 	done bool
@@ -199,13 +207,18 @@ func (it *iter) Next() bool {
 	}
 	it.l.mu.RLock()
 	closed := it.l.closed
+	cutErr := it.afterCutLocked()
 	var ok bool
-	if !closed && it.next < int64(len(it.l.entries)) {
+	if !closed && cutErr == nil && it.next < int64(len(it.l.entries)) {
 		it.cur, ok = it.l.entries[it.next], true
 	}
 	it.l.mu.RUnlock()
 	if closed {
 		it.err, it.done = flume.ErrClosed, true
+		return false
+	}
+	if cutErr != nil {
+		it.err, it.done = cutErr, true
 		return false
 	}
 	if !ok {
