@@ -38,9 +38,11 @@ func (db *DB) TruncateAfter(seq int64, want Hash, fork io.Writer) (TruncateRepor
 
 	runners := db.pauseViews()
 	rep, err := tl.TruncateAfter(seq, want, fork)
-	if err == nil && rep.Entries > 0 {
+	// Compared with the log rather than trusted from rep: a cut that failed
+	// after its point of no return has still shortened the log.
+	if after := tl.Since(); after < db.Since() {
 		db.mu.Lock()
-		db.mu.since = rep.After
+		db.mu.since = after
 		db.truncations.Add(1)
 		if db.mu.chTaken {
 			close(db.mu.changed) // wake readers so that they notice the cut

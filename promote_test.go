@@ -1,0 +1,192 @@
+package flume_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/memlog"
+)
+
+// replicatedFollower returns a follower DB holding n entries written on a
+// separate primary log (so they carry that log's ID and chain), and the
+// primary log.
+func replicatedFollower(t *testing.T, n int) (*flume.DB, *memlog.Log) {
+	t.Helper()
+	primary := memlog.New()
+	for i := 0; i < n; i++ {
+		if _, err := primary.Append(val(int64(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fdb := openDB(t, nil)
+	if err := fdb.AdoptID(primary.ID()); err != nil {
+		t.Fatal(err)
+	}
+	fdb.SetFollower(true, "primary:7601")
+	var es []flume.Entry
+	for s := int64(0); s < int64(n); s++ {
+		e, err := primary.Entry(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		es = append(es, e)
+	}
+	if n > 0 {
+		if err := fdb.AppendReplicated(es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return fdb, primary
+}
+
+func TestPromote(t *testing.T) {
+	ctx := context.Background()
+	fdb, _ := replicatedFollower(t, 5)
+	el := fdb.Log().(flume.EpochLog)
+	since, hash := el.Head()
+	r, err := fdb.Promote("n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Epoch != 1 || r.Start != since+1 || r.Prev != hash || r.Promotion == (flume.PromotionID{}) {
+		t.Fatalf("record %+v; want epoch 1 from %d after %s with a promotion ID", r, since+1, hash.Short())
+	}
+	if h := el.Epochs(); len(h) != 1 || !h[0].Same(r) {
+		t.Fatalf("epoch history %v, want [%v]", h, r)
+	}
+	if el.FencedEpoch() != 1 {
+		t.Fatalf("fenced at %d, want 1", el.FencedEpoch())
+	}
+	if f, _ := fdb.Role(); f {
+		t.Fatal("still a follower after Promote")
+	}
+	seq, err := fdb.Append(ctx, []byte(`"after"`))
+	if err != nil || seq != 5 {
+		t.Fatalf("Append after Promote = %d, %v", seq, err)
+	}
+	if e, _ := fdb.Log().Entry(seq); e.Epoch != 1 {
+		t.Fatalf("entry %d written in epoch %d, want 1", seq, e.Epoch)
+	}
+	if _, err := fdb.Promote("n1"); !errors.Is(err, flume.ErrNotFollower) {
+		t.Fatalf("Promote of a primary = %v, want ErrNotFollower", err)
+	}
+	if err := fdb.AppendReplicated([]flume.Entry{{Seq: 6}}); !errors.Is(err, flume.ErrNotFollower) {
+		t.Fatalf("AppendReplicated on a promoted DB = %v, want ErrNotFollower", err)
+	}
+	// Another upstream may be claimed again: the promotion ended the claim.
+	if rel, err := fdb.ClaimUpstream("p2"); err != nil {
+		t.Fatalf("ClaimUpstream after Promote = %v", err)
+	} else {
+		rel(true)
+	}
+}
+
+// TestPromoteAboveEverySeenEpoch: the new epoch is above the log's epoch,
+// its last record and its fence, so a node fenced by a newer primary never
+// reuses that primary's number.
+func TestPromoteAboveEverySeenEpoch(t *testing.T) {
+	fdb, _ := replicatedFollower(t, 2)
+	el := fdb.Log().(flume.EpochLog)
+	if err := el.Fence(7); err != nil {
+		t.Fatal(err)
+	}
+	r, err := fdb.Promote("n2")
+	if err != nil || r.Epoch != 8 {
+		t.Fatalf("Promote = %+v, %v; want epoch 8", r, err)
+	}
+}
+
+func TestTruncateAfter(t *testing.T) {
+	ctx := context.Background()
+	fdb, primary := replicatedFollower(t, 10)
+	v := newTestView()
+	if err := fdb.Use("v", v); err != nil {
+		t.Fatal(err)
+	}
+	if err := v.host.Sync(ctxTimeout(t, 5*time.Second)); err != nil || v.Since() != 9 {
+		t.Fatalf("view at %d, %v", v.Since(), err)
+	}
+	// A live stream that has read everything, and a cursor that has read
+	// only below the cut.
+	s := fdb.Stream(ctx, flume.StreamOptions{Gt: flume.At(-1), Live: true})
+	defer s.Close()
+	for i := 0; i < 10; i++ {
+		if !s.Next() {
+			t.Fatalf("stream ended at %d: %v", i, s.Err())
+		}
+	}
+	c := fdb.Cursor(0)
+	defer c.Close()
+	for i := 0; i < 3; i++ {
+		if !c.Next() {
+			t.Fatalf("cursor ended at %d: %v", i, c.Err())
+		}
+	}
+
+	at5, _ := primary.Entry(5)
+	// A wrong hash cuts nothing.
+	var fork bytes.Buffer
+	if _, err := fdb.TruncateAfter(5, flume.Hash{1}, &fork); !errors.Is(err, flume.ErrDiverged) {
+		t.Fatalf("TruncateAfter with a wrong hash = %v, want ErrDiverged", err)
+	}
+	if fdb.Since() != 9 || fork.Len() != 0 {
+		t.Fatalf("a refused cut changed the log (since %d) or wrote %d bytes", fdb.Since(), fork.Len())
+	}
+
+	rep, err := fdb.TruncateAfter(5, at5.Hash, &fork)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.After != 5 || rep.From != 6 || rep.To != 9 || rep.Entries != 4 || fork.Len() == 0 {
+		t.Fatalf("report %+v, fork %d bytes", rep, fork.Len())
+	}
+	if fdb.Since() != 5 {
+		t.Fatalf("published since %d after the cut, want 5", fdb.Since())
+	}
+	// The stream had handed out entries 6..9: it must say so.
+	if s.Next() {
+		t.Fatalf("stream yielded %d after a cut below it", s.Entry().Seq)
+	}
+	if !errors.Is(s.Err(), flume.ErrTruncated) {
+		t.Fatalf("stream error %v, want ErrTruncated", s.Err())
+	}
+	// The cursor had read 0..2 only: it goes on, through 5.
+	for want := int64(3); want <= 5; want++ {
+		if !c.Next() || c.Entry().Seq != want {
+			t.Fatalf("cursor after the cut: %v, %v; want seq %d", c.Entry().Seq, c.Err(), want)
+		}
+	}
+	if c.Next() || c.Err() != nil {
+		t.Fatalf("cursor past the new end: %v", c.Err())
+	}
+	// The view was ahead: it was reset and rebuilt from the log.
+	if err := v.host.Sync(ctxTimeout(t, 5*time.Second)); err != nil || v.Since() != 5 || v.SinceHash() != at5.Hash {
+		t.Fatalf("view at %d (%s), %v; want 5 (%s)", v.Since(), v.SinceHash().Short(), err, at5.Hash.Short())
+	}
+	v.mu.Lock()
+	resets := v.resets
+	v.mu.Unlock()
+	if resets != 1 {
+		t.Fatalf("view reset %d times, want 1", resets)
+	}
+	// New entries continue from 6 and reach the cursor and the view.
+	fdb.SetFollower(false, "")
+	seq, err := fdb.Append(ctx, []byte(`"new"`))
+	if err != nil || seq != 6 {
+		t.Fatalf("Append after the cut = %d, %v", seq, err)
+	}
+	if !c.Next() || c.Entry().Seq != 6 || string(c.Entry().Data) != `"new"` {
+		t.Fatalf("cursor read %d %q, want the new entry 6", c.Entry().Seq, c.Entry().Data)
+	}
+	if err := v.host.SyncTo(ctxTimeout(t, 5*time.Second), 6); err != nil {
+		t.Fatal(err)
+	}
+	// Only a follower cuts.
+	if _, err := fdb.TruncateAfter(5, at5.Hash, &fork); !errors.Is(err, flume.ErrNotFollower) {
+		t.Fatalf("TruncateAfter on a primary = %v, want ErrNotFollower", err)
+	}
+}
