@@ -230,7 +230,7 @@ func TestCutRacesAppendsAndReaders(t *testing.T) {
 								t.Errorf("iterator: seq %d, want %d", it.Entry().Seq, n)
 							}
 						}
-						if err := it.Err(); err != nil && !errors.Is(err, flume.ErrDiverged) {
+						if err := it.Err(); err != nil && !errors.Is(err, flume.ErrTruncated) {
 							t.Errorf("iterator: %v", err)
 						}
 						it.Close()
