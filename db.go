@@ -91,6 +91,7 @@ type DB struct {
 		primary    string // address of the primary when follower is set (may be empty)
 		follower   bool   // client appends are refused (NotPrimaryError)
 		upstream   bool   // an upstream is claimed (ClaimUpstream)
+		claims     uint64 // counts ClaimUpstream calls, so a release ends only its own claim
 		replicator Replicator
 		views      map[string]*viewRunner
 	}
@@ -418,6 +419,8 @@ func (db *DB) ClaimUpstream(primary string) (release func(restore bool), err err
 	}
 	prevFollower, prevPrimary := db.mu.follower, db.mu.primary
 	db.mu.upstream, db.mu.follower, db.mu.primary = true, true, primary
+	db.mu.claims++
+	claim := db.mu.claims
 	var once sync.Once
 	return func(restore bool) {
 		once.Do(func() {
@@ -425,6 +428,9 @@ func (db *DB) ClaimUpstream(primary string) (release func(restore bool), err err
 			defer db.appendMu.Unlock()
 			db.mu.Lock()
 			defer db.mu.Unlock()
+			if db.mu.claims != claim || !db.mu.upstream {
+				return // ended already (Promote) and maybe claimed again since
+			}
 			db.mu.upstream = false
 			if restore {
 				db.mu.follower, db.mu.primary = prevFollower, prevPrimary

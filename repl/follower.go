@@ -303,6 +303,37 @@ func (f *Follower) DB() *flume.DB { return f.db }
 // new upstream. Later calls return nil.
 func (f *Follower) Close() error { return f.close(false) }
 
+// Promote stops replicating and makes the DB the primary of a new epoch
+// (flume.DB.Promote), with no moment in between when another upstream could
+// claim the DB or a client append could land outside the new epoch. It
+// returns the new epoch's record. The Follower is closed afterwards; serve
+// the DB with NewPrimary. It fails with flume.ErrNoEpochs (and changes
+// nothing) if the DB's log keeps no epoch history, and with ErrClosed after
+// Close. If the promotion itself fails (the epoch record could not be made
+// durable) the Follower is closed and the DB stays a read-only follower.
+func (f *Follower) Promote() (flume.EpochRecord, error) {
+	if _, ok := f.db.Log().(flume.EpochLog); !ok {
+		return flume.EpochRecord{}, fmt.Errorf("repl: promote: %w", flume.ErrNoEpochs)
+	}
+	f.mu.Lock()
+	if f.mu.closed {
+		f.mu.Unlock()
+		return flume.EpochRecord{}, ErrClosed
+	}
+	f.mu.Unlock()
+	f.cancel()
+	f.wg.Wait() // no replicated append is in flight from here on
+	r, err := f.db.Promote(f.opts.NodeID)
+	if err == nil {
+		f.log.Info("repl: promoted to primary", "epoch", r.Epoch, "start", r.Start)
+	}
+	f.close(false) // the claim ended with the promotion; this one is a no-op
+	if err != nil {
+		return flume.EpochRecord{}, fmt.Errorf("repl: promote: %w", err)
+	}
+	return r, nil
+}
+
 // close is Close; with restore the DB gets back the role it had before
 // NewFollower (Replicate's failure path), else it stays a follower.
 func (f *Follower) close(restore bool) error {

@@ -126,3 +126,46 @@ func TestFailedReplicateRestoresRole(t *testing.T) {
 	}
 	rel(true)
 }
+
+// TestFollowerPromote: a follower stops replicating and becomes the primary
+// of a new epoch, and can then serve followers of its own.
+func TestFollowerPromote(t *testing.T) {
+	pdb, fdb := newMemDB(t), newMemDB(t)
+	appendN(t, pdb, 20, "a")
+	l, err := Replicate(pdb, fdb, fastOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	waitSince(t, fdb, 19)
+	r, err := l.Follower().Promote()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Epoch != 1 || r.Start != 20 {
+		t.Fatalf("promotion record %v, want epoch 1 from seq 20", r)
+	}
+	if _, err := l.Follower().Promote(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("second Promote = %v, want ErrClosed", err)
+	}
+	seq, err := fdb.Append(context.Background(), []byte(`"new primary"`))
+	if err != nil || seq != 20 {
+		t.Fatalf("Append on the promoted DB = %d, %v", seq, err)
+	}
+	// The old primary goes on alone: nothing of it reaches the new one.
+	appendN(t, pdb, 5, "old")
+	if fdb.Since() != 20 {
+		t.Fatalf("the promoted DB took entries from its old primary: since %d", fdb.Since())
+	}
+	// The new primary serves a follower of its own, epoch records and all.
+	gdb := newMemDB(t)
+	l2, err := Replicate(fdb, gdb, fastOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	waitSince(t, gdb, 20)
+	if e, _ := gdb.Log().Entry(20); e.Epoch != 1 {
+		t.Fatalf("entry 20 on the new follower has epoch %d, want 1", e.Epoch)
+	}
+}
