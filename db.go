@@ -88,10 +88,11 @@ type DB struct {
 		chTaken    bool
 		waiters    waitQueue // WaitSince callers, by target
 		closed     bool
-		primary    string // address of the primary when follower is set (may be empty)
-		follower   bool   // client appends are refused (NotPrimaryError)
-		upstream   bool   // an upstream is claimed (ClaimUpstream)
-		claims     uint64 // counts ClaimUpstream calls, so a release ends only its own claim
+		primary    string        // address of the primary when follower is set (may be empty)
+		follower   bool          // client appends are refused (NotPrimaryError)
+		upstream   bool          // an upstream is claimed (ClaimUpstream)
+		deposed    *DeposedError // set by Depose: client appends fail with it until Promote
+		claims     uint64        // counts ClaimUpstream calls, so a release ends only its own claim
 		replicator Replicator
 		views      map[string]*viewRunner
 	}
@@ -300,10 +301,15 @@ func (db *DB) AppendWith(ctx context.Context, o AppendOptions, values ...[]byte)
 	db.appendMu.RLock()
 	db.mu.Lock()
 	closed, follower, primary, rep, since := db.mu.closed, db.mu.follower, db.mu.primary, db.mu.replicator, db.mu.since
+	deposed := db.mu.deposed
 	db.mu.Unlock()
 	if closed {
 		db.appendMu.RUnlock()
 		return 0, 0, ErrClosed
+	}
+	if deposed != nil && !follower {
+		db.appendMu.RUnlock()
+		return 0, 0, deposed
 	}
 	if follower {
 		db.appendMu.RUnlock()

@@ -44,6 +44,13 @@ var (
 	// past the point where the log was then cut (DB.TruncateAfter): what
 	// it handed out is no longer the log's history.
 	ErrTruncated = errors.New("flume: log truncated below what was read")
+	// ErrFenced marks a primary of an epoch older than one a node has
+	// promised to honour: the node refuses it (a newer primary exists).
+	ErrFenced = errors.New("flume: fenced: a newer epoch exists")
+	// ErrDeposed is returned by appends on a primary that learned of a
+	// newer epoch: it acknowledges nothing from then on. The concrete
+	// error is a *DeposedError.
+	ErrDeposed = errors.New("flume: deposed: a newer primary exists")
 	// ErrHasPrimary is returned by DB.ClaimReplicator while another
 	// replicator is installed: a DB has at most one primary side.
 	ErrHasPrimary = errors.New("flume: DB already has a replication primary")
@@ -103,3 +110,25 @@ func (e *NotReplicatedError) Unwrap() []error {
 	}
 	return []error{ErrNotReplicated, e.Cause}
 }
+
+// DeposedError is returned by appends on a primary that learned of a newer
+// epoch (a follower refused it as stale, or it was told to follow). It
+// unwraps to ErrDeposed and ErrFenced.
+type DeposedError struct {
+	Epoch   uint64 // the newer epoch, if known
+	Primary string // the newer primary's address, if known
+}
+
+func (e *DeposedError) Error() string {
+	msg := "flume: deposed: a newer primary exists"
+	if e.Epoch > 0 {
+		msg += fmt.Sprintf(" (epoch %d)", e.Epoch)
+	}
+	if e.Primary != "" {
+		msg += " at " + e.Primary
+	}
+	return msg + "; this node acknowledges no appends"
+}
+
+// Unwrap makes errors.Is(err, ErrDeposed) and errors.Is(err, ErrFenced) true.
+func (e *DeposedError) Unwrap() []error { return []error{ErrDeposed, ErrFenced} }

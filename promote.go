@@ -70,7 +70,63 @@ func (db *DB) Promote(nodeID string) (EpochRecord, error) {
 		return EpochRecord{}, fmt.Errorf("flume: promote: begin epoch %d: %w", epoch, err)
 	}
 	db.mu.Lock()
-	db.mu.follower, db.mu.primary, db.mu.upstream = false, "", false
+	db.mu.follower, db.mu.primary, db.mu.upstream, db.mu.deposed = false, "", false, nil
 	db.mu.Unlock()
 	return r, nil
+}
+
+// Depose records that a newer primary exists (of epoch, at primary, each
+// if known): from then on client appends fail with a *DeposedError, so a
+// primary that learned it was replaced acknowledges nothing more. The
+// replication side fails its waiting synchronous appends too. It persists
+// nothing: after a restart the node learns it again from the first peer
+// that refuses it, and the durable fence of those peers is what stops it.
+// Promote clears it; a deposed node normally follows the new primary next.
+func (db *DB) Depose(epoch uint64, primary string) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if d := db.mu.deposed; d != nil && d.Epoch >= epoch && (primary == "" || d.Primary == primary) {
+		return
+	}
+	db.mu.deposed = &DeposedError{Epoch: epoch, Primary: primary}
+}
+
+// Deposed returns the DeposedError set by Depose, or nil.
+func (db *DB) Deposed() *DeposedError {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.mu.deposed
+}
+
+// AdoptEpoch makes a follower's log begin epoch r, replicated from its
+// primary: r.Start must be the log's Since()+1 (the caller appends r's
+// entries next), r.Prev its head hash. It is how every replica ends up with
+// the same epoch history. A record the log already holds is a no-op. Only a
+// follower adopts (ErrNotFollower), and only a log that keeps epochs
+// (ErrNoEpochs).
+func (db *DB) AdoptEpoch(r EpochRecord) error {
+	el, ok := db.log.(EpochLog)
+	if !ok {
+		return ErrNoEpochs
+	}
+	db.appendMu.Lock()
+	defer db.appendMu.Unlock()
+	db.mu.Lock()
+	closed, follower := db.mu.closed, db.mu.follower
+	db.mu.Unlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case !follower:
+		return fmt.Errorf("flume: adopt epoch: %w", ErrNotFollower)
+	}
+	for _, h := range el.Epochs() {
+		if h.Same(r) {
+			return nil
+		}
+	}
+	if err := el.BeginEpoch(r); err != nil {
+		return fmt.Errorf("flume: adopt %s: %w", r, err)
+	}
+	return nil
 }

@@ -1,6 +1,9 @@
 package repl
 
-import "context"
+import (
+	"context"
+	"sort"
+)
 
 type ackWaiter struct {
 	seq int64
@@ -33,11 +36,18 @@ func (p *Primary) countLocked(seq int64) int {
 
 // WaitAcked blocks until at least k connected followers have acknowledged
 // seq as durable, and returns how many have. When ctx ends first it returns
-// the count so far and ctx.Err(); after Close, ErrServerClosed. Many
-// writers waiting on one ack are woken together (group commit).
+// the count so far and ctx.Err(); after Close, ErrServerClosed; once the
+// Primary is deposed (a newer epoch exists), the *flume.DeposedError at
+// once, for waits in progress too: a deposed primary acknowledges nothing.
+// Many writers waiting on one ack are woken together (group commit).
 func (p *Primary) WaitAcked(ctx context.Context, seq int64, k int) (int, error) {
+	deposed := p.db.Deposed() // read outside p.mu: no repl lock is held while calling the DB
 	p.mu.Lock()
 	n := p.countLocked(seq)
+	if deposed != nil {
+		p.mu.Unlock()
+		return n, deposed
+	}
 	if k <= 0 || n >= k {
 		p.mu.Unlock()
 		return n, nil
@@ -61,8 +71,50 @@ func (p *Primary) WaitAcked(ctx context.Context, seq int64, k int) (int, error) 
 	delete(p.mu.waiters, w)
 	n = p.countLocked(seq)
 	p.mu.Unlock()
+	if d := p.db.Deposed(); d != nil {
+		return n, d
+	}
 	if n >= k {
 		return n, nil
 	}
 	return n, err
+}
+
+// depose marks the DB deposed by a newer epoch (flume.DB.Depose) and fails
+// every waiting synchronous append with the *flume.DeposedError.
+func (p *Primary) depose(epoch uint64, primary string) {
+	if d := p.db.Deposed(); d == nil {
+		p.log.Warn("repl: deposed: a newer primary exists; acknowledging no more appends", "epoch", epoch, "primary", primary)
+	}
+	p.db.Depose(epoch, primary)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for w := range p.mu.waiters {
+		close(w.ch)
+		delete(p.mu.waiters, w)
+	}
+}
+
+// committed is the committed watermark: the highest seq that the DB's
+// required number of synchronous followers (flume.Options.SyncReplicas)
+// have acknowledged as durable, -1 if none is required or acked. Sent in
+// heartbeats, it is what a rejoin may never cut.
+func (p *Primary) committed() int64 {
+	k := p.db.Options().SyncReplicas
+	if k <= 0 {
+		return -1
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var acked []int64
+	for _, fs := range p.mu.followers {
+		if fs.session != nil {
+			acked = append(acked, fs.acked)
+		}
+	}
+	if len(acked) < k {
+		return -1
+	}
+	sort.Slice(acked, func(i, j int) bool { return acked[i] > acked[j] })
+	return acked[k-1]
 }

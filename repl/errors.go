@@ -21,6 +21,10 @@ var (
 	ErrAuth = errors.New("repl: authentication failed")
 	// ErrVersion marks a peer that speaks another protocol version.
 	ErrVersion = errors.New("repl: protocol version mismatch")
+	// ErrWouldLoseCommitted marks a refused rejoin: the cut it needs would
+	// remove entries at or below a committed watermark (they may have been
+	// acknowledged), or rest on a node that lost data. Nothing is cut.
+	ErrWouldLoseCommitted = errors.New("repl: the cut would lose committed entries")
 	// ErrHasUpstream is returned when a DB that already has a replication
 	// upstream is given a second one (NewFollower or Replicate). It is
 	// flume.ErrHasUpstream.
@@ -49,22 +53,31 @@ const (
 	CodeShutdown    Code = 10 // the sender is closing
 	CodeInternal    Code = 11 // the sender failed locally (e.g. reading its log)
 	CodeDead        Code = 12 // the sender heard nothing from the receiver for longer than DeadAfter
+	// CodeStaleEpoch: the primary's epoch is older than one the follower
+	// has seen or promised to honour: the primary has been deposed.
+	CodeStaleEpoch Code = 13
+	// CodeWouldLoseCommitted: following would cut entries that may have
+	// been acknowledged (at or below a committed watermark), or the cut
+	// would rest on a node that lost data (unclean).
+	CodeWouldLoseCommitted Code = 14
 )
 
 var codeNames = [...]string{
-	CodeUnknown:     "unknown",
-	CodeProtocol:    "protocol error",
-	CodeVersion:     "version mismatch",
-	CodeAuth:        "authentication failed",
-	CodeLogID:       "different log IDs",
-	CodeDiverged:    "histories diverged",
-	CodeAhead:       "follower ahead of primary",
-	CodeRole:        "roles do not pair",
-	CodeBadPosition: "bad position",
-	CodeCorrupt:     "corrupt entry",
-	CodeShutdown:    "shutting down",
-	CodeInternal:    "internal error",
-	CodeDead:        "peer dead",
+	CodeUnknown:            "unknown",
+	CodeProtocol:           "protocol error",
+	CodeVersion:            "version mismatch",
+	CodeAuth:               "authentication failed",
+	CodeLogID:              "different log IDs",
+	CodeDiverged:           "histories diverged",
+	CodeAhead:              "follower ahead of primary",
+	CodeRole:               "roles do not pair",
+	CodeBadPosition:        "bad position",
+	CodeCorrupt:            "corrupt entry",
+	CodeShutdown:           "shutting down",
+	CodeInternal:           "internal error",
+	CodeDead:               "peer dead",
+	CodeStaleEpoch:         "stale epoch",
+	CodeWouldLoseCommitted: "would lose committed entries",
 }
 
 // String returns the code's name.
@@ -108,6 +121,10 @@ func (e *RefusedError) Unwrap() error {
 	switch e.Reason {
 	case CodeLogID, CodeDiverged, CodeAhead:
 		return flume.ErrDiverged
+	case CodeStaleEpoch:
+		return flume.ErrFenced
+	case CodeWouldLoseCommitted:
+		return ErrWouldLoseCommitted
 	}
 	return nil
 }
@@ -157,6 +174,8 @@ func peerError(m errorMsg) error {
 		return &RefusedError{Reason: m.Code, Local: m.Receiver, Remote: m.Sender, Message: m.Message, FromPeer: true}
 	case CodeProtocol, CodeBadPosition, CodeCorrupt:
 		return &ProtocolError{Code: m.Code, Reason: m.Message, FromPeer: true}
+	case CodeStaleEpoch, CodeWouldLoseCommitted:
+		return &RefusedError{Reason: m.Code, Local: m.Receiver, Remote: m.Sender, Message: m.Message, FromPeer: true}
 	case CodeDead:
 		return fmt.Errorf("repl: the peer heard nothing from this side for too long and closed the connection: %s", m.Message)
 	}

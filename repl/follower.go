@@ -48,6 +48,7 @@ type Follower struct {
 		learned     []learnedAt
 		lastErr     error
 		connectedAt time.Time
+		primaryHTTP string        // the primary's advertised HTTP URL
 		refusal     error         // last attempt's permanent error; nil once a handshake succeeds
 		changed     chan struct{} // closed and replaced on every state change
 		closed      bool
@@ -223,6 +224,7 @@ func (f *Follower) connect() (streamed bool, err error) {
 	f.mu.Lock()
 	f.notePrimarySinceLocked(remote.Since, time.Now())
 	f.mu.connectedAt = time.Now()
+	f.mu.primaryHTTP = remote.HTTP
 	f.mu.refusal = nil
 	f.mu.Unlock()
 	state := StateCatchingUp
@@ -238,6 +240,12 @@ func (f *Follower) connect() (streamed bool, err error) {
 	s.received.Store(d.From - 1)
 	s.written.Store(d.From - 1)
 	s.lastD, s.lastR, s.lastSend = d.From-1, d.From-1, time.Now()
+	s.epochs = remote.Epochs
+	s.committed.Store(-1)
+	s.hintPersisted = -1
+	if el, ok := f.db.Log().(flume.EpochLog); ok {
+		s.hintPersisted = el.CommittedHint()
+	}
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); s.readLoop(d.From) }()

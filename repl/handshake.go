@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/fork"
 )
 
 // Decision is the outcome of a handshake, the same on both sides.
@@ -194,7 +196,7 @@ func (p *Primary) handshake(w *wire, addr string) (Hello, Decision, error) {
 	}
 	local.Version = Version // decide compares versions; the preamble already matched
 	remote.Version = Version
-	d, err := decide(local, remote)
+	d, cut, err := p.decideV3(local, remote)
 	w.out = appendHello(w.out, local)
 	if err != nil {
 		p.stats.refusals.Add(1)
@@ -203,11 +205,81 @@ func (p *Primary) handshake(w *wire, addr string) (Hello, Decision, error) {
 		w.flush()
 		return Hello{}, Decision{}, err
 	}
+	if cut != nil {
+		p.log.Warn("repl: follower holds entries this primary lacks; telling it to cut them", "follower", remote.NodeID, "remote", addr, "after", cut.To, "its_since", remote.Since)
+		w.out = appendTruncate(w.out, *cut)
+	}
 	w.out = appendAccept(w.out, accept{From: d.From})
 	if err := w.flush(); err != nil {
 		return Hello{}, Decision{}, err
 	}
 	return remote, d, nil
+}
+
+// decideV3 is the primary's whole decision: the stale-epoch rows (a
+// follower that honours a newer epoch deposes this primary), then decide's
+// rows, and, where decide refuses a follower that holds entries this
+// primary lacks, the verified cut (cutPoint) that lets it rejoin.
+func (p *Primary) decideV3(local, remote Hello) (Decision, *truncate, error) {
+	pv, fv := viewOf(local), viewOf(remote)
+	if err := staleEpoch(pv, fv); err != nil {
+		p.depose(max(fv.FencedEpoch, fv.epoch()), "")
+		return Decision{}, nil, err
+	}
+	d, err := decide(local, remote)
+	var re *RefusedError
+	if err == nil || !errors.As(err, &re) || (re.Reason != CodeAhead && re.Reason != CodeDiverged) {
+		return d, nil, err
+	}
+	cd, cerr := cutPoint(pv, fv)
+	if cerr != nil {
+		return Decision{}, nil, cerr
+	}
+	if !cd.Cut {
+		return Decision{}, nil, err
+	}
+	e, rerr := p.db.Log().Entry(cd.To)
+	if rerr != nil {
+		return Decision{}, nil, fmt.Errorf("repl: reading entry %d for a rejoin: %w", cd.To, rerr)
+	}
+	return Decision{Send: true, From: cd.To + 1}, &truncate{To: cd.To, Hash: e.Hash, PrimaryEpoch: pv.epoch()}, nil
+}
+
+// viewOf is what a Hello states about its sender's history, for cutPoint.
+func viewOf(h Hello) historyView {
+	return historyView{Position: h.Position(), Epochs: h.Epochs, FencedEpoch: h.FencedEpoch, CommittedHint: h.CommittedHint, Unclean: h.Unclean}
+}
+
+// staleEpoch refuses a primary older than an epoch the follower has seen or
+// promised to honour (rows 5a and 5b), or one that knows itself deposed.
+// Both sides check it: the primary to depose itself, the follower so that
+// it never takes entries from a deposed primary whatever that one says.
+func staleEpoch(p, f historyView) error {
+	pe := p.epoch()
+	var why string
+	switch {
+	case p.FencedEpoch > pe:
+		why = fmt.Sprintf("the primary is in epoch %d but has itself promised to honour epoch %d: it has been deposed", pe, p.FencedEpoch)
+	case f.FencedEpoch > pe:
+		why = fmt.Sprintf("the primary's epoch %d is older than the follower's fenced epoch %d: the primary has been deposed", pe, f.FencedEpoch)
+	case f.epoch() > pe:
+		why = fmt.Sprintf("the primary's epoch %d is older than the follower's newest epoch %d: the primary has been deposed", pe, f.epoch())
+	default:
+		return nil
+	}
+	return &RefusedError{Reason: CodeStaleEpoch, Local: p.Position, Remote: f.Position, Message: why}
+}
+
+// stateHello is a node's Hello as its log states it: position, epoch
+// history and fencing state (for a log that keeps them).
+func stateHello(l flume.Log, role Role, nodeID, http string) Hello {
+	since, hash := l.Head()
+	h := Hello{Version: Version, Role: role, NodeID: nodeID, LogID: l.ID(), Epoch: l.Epoch(), Since: since, Hash: hash, CommittedHint: -1, HTTP: http}
+	if el, ok := l.(flume.EpochLog); ok {
+		h.FencedEpoch, h.CommittedHint, h.Epochs = el.FencedEpoch(), el.CommittedHint(), el.Epochs()
+		h.Unclean = h.CommittedHint > since // it lost entries the group had committed
+	}
+	return h
 }
 
 func (p *Primary) authFail(w *wire, addr string, err error) error {
@@ -229,8 +301,11 @@ func (p *Primary) authFail(w *wire, addr string, err error) error {
 // since filled in.
 func (p *Primary) localHello(remoteSince int64) (Hello, error) {
 	l := p.db.Log()
-	since, hash := l.Head()
-	h := Hello{Version: Version, Role: RolePrimary, NodeID: p.opts.NodeID, LogID: l.ID(), Epoch: l.Epoch(), Since: since, Hash: hash}
+	h := stateHello(l, RolePrimary, p.opts.NodeID, p.opts.AdvertiseHTTP)
+	since, hash := h.Since, h.Hash
+	if c := p.committed(); c > h.CommittedHint {
+		h.CommittedHint = c
+	}
 	switch {
 	case remoteSince == since:
 		h.Anchor = &Position{LogID: h.LogID, Since: since, Hash: hash}
@@ -296,8 +371,7 @@ func (f *Follower) handshake(w *wire) (Hello, Decision, error) {
 			return Hello{}, Decision{}, fmt.Errorf("repl: fsync before handshake: %w", err)
 		}
 	}
-	since, hash := l.Head()
-	local := Hello{Version: Version, Role: RoleFollower, NodeID: f.opts.NodeID, LogID: l.ID(), Epoch: l.Epoch(), Since: since, Hash: hash}
+	local := stateHello(l, RoleFollower, f.opts.NodeID, "")
 	w.out = appendAuthProof(w.out, proof)
 	w.out = appendHello(w.out, local)
 	if err := w.flush(); err != nil {
@@ -312,25 +386,116 @@ func (f *Follower) handshake(w *wire) (Hello, Decision, error) {
 	if err != nil {
 		return Hello{}, Decision{}, err
 	}
-	body, err = f.expect(w, body, MsgAccept)
+	remote.Version = Version
+	refuse := func(err error) (Hello, Decision, error) {
+		f.stats.refusals.Add(1)
+		w.sendError(errorMsg{Code: codeOf(err), Sender: local.Position(), Receiver: remote.Position(), Message: err.Error()})
+		return Hello{}, Decision{}, err
+	}
+	// Never take entries from a deposed primary, whatever it says.
+	if err := staleEpoch(viewOf(remote), viewOf(local)); err != nil {
+		return refuse(err)
+	}
+	t, body, err := w.read(body)
 	if err != nil {
 		return Hello{}, Decision{}, err
+	}
+	if t == MsgTruncate {
+		m, err := decodeTruncate(body)
+		if err != nil {
+			return Hello{}, Decision{}, err
+		}
+		if err := f.rejoin(m, local, remote); err != nil {
+			var re *RefusedError
+			if errors.As(err, &re) {
+				return refuse(err)
+			}
+			return Hello{}, Decision{}, err
+		}
+		local = stateHello(l, RoleFollower, f.opts.NodeID, "")
+		t, body, err = w.read(body)
+		if err != nil {
+			return Hello{}, Decision{}, err
+		}
+	}
+	switch t {
+	case MsgAccept:
+	case MsgError:
+		m, derr := decodeError(body)
+		if derr != nil {
+			return Hello{}, Decision{}, derr
+		}
+		return Hello{}, Decision{}, f.countPeerError(peerError(m))
+	default:
+		return Hello{}, Decision{}, &ProtocolError{Code: CodeProtocol, Reason: fmt.Sprintf("expected %s, got %s", MsgAccept, t), Err: errUnexpected}
 	}
 	acc, err := decodeAccept(body)
 	if err != nil {
 		return Hello{}, Decision{}, err
 	}
-	remote.Version = Version
 	d, err := decide(local, remote)
 	if err != nil {
-		f.stats.refusals.Add(1)
-		w.sendError(errorMsg{Code: codeOf(err), Sender: local.Position(), Receiver: remote.Position(), Message: err.Error()})
-		return Hello{}, Decision{}, err
+		return refuse(err)
 	}
 	if acc.From != d.From {
-		return Hello{}, Decision{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("primary would stream from seq %d but this log ends at %d (expected %d)", acc.From, since, d.From)}
+		return Hello{}, Decision{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("primary would stream from seq %d but this log ends at %d (expected %d)", acc.From, local.Since, d.From)}
+	}
+	// Promise the primary's epoch durably before acknowledging anything in
+	// it: from now on no older primary is followed.
+	if el, ok := l.(flume.EpochLog); ok {
+		if e := viewOf(remote).epoch(); e > el.FencedEpoch() {
+			if err := el.Fence(e); err != nil {
+				return Hello{}, Decision{}, fmt.Errorf("repl: fencing at epoch %d: %w", e, err)
+			}
+		}
 	}
 	return remote, d, nil
+}
+
+// rejoin carries out a primary's Truncate: this node holds entries the
+// primary lacks. It recomputes the cut from both Hellos (the primary must
+// have asked for exactly that one), then, through fork.Truncate, checks its
+// own chain hash at the cut, copies the entries after it to ForkDir (durable
+// before anything is cut) and cuts them through the DB (views rebuilt,
+// readers told). A hash mismatch or a refused cut is a *RefusedError and
+// nothing is cut.
+func (f *Follower) rejoin(m truncate, local, remote Hello) error {
+	cd, err := cutPoint(viewOf(remote), viewOf(local))
+	if err != nil {
+		return err
+	}
+	if !cd.Cut || cd.To != m.To {
+		return &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("the primary asks this node to cut its log after seq %d, but the two histories part after seq %d (cut %v)", m.To, cd.To, cd.Cut)}
+	}
+	if f.opts.ForkDir == "" {
+		return &RefusedError{Reason: CodeDiverged, Local: local.Position(), Remote: remote.Position(),
+			Message: fmt.Sprintf("rejoining needs seqs %d-%d cut, but no fork directory is configured to keep them (Options.ForkDir): nothing cut", m.To+1, local.Since)}
+	}
+	pos := fork.Position{LogID: remote.LogID, Epoch: viewOf(remote).epoch(), Since: remote.Since, Hash: remote.Hash}
+	reason := fmt.Sprintf("rejoin: the primary %s (epoch %d) lacks seqs %d-%d", remote.NodeID, pos.Epoch, m.To+1, local.Since)
+	res, err := fork.Truncate(f.opts.FS, f.opts.ForkDir, truncDB{f.db.Log(), f.db}, m.To, m.Hash, pos, reason)
+	if err != nil {
+		if errors.Is(err, flume.ErrDiverged) {
+			return &RefusedError{Reason: CodeDiverged, Local: local.Position(), Remote: remote.Position(),
+				Message: fmt.Sprintf("the primary's chain hash at seq %d is not this log's: nothing cut: %v", m.To, err)}
+		}
+		return fmt.Errorf("repl: rejoin: cutting after seq %d: %w", m.To, err)
+	}
+	f.stats.cuts.Add(1)
+	f.log.Warn("repl: rejoined by a verified cut; the cut entries are kept", "after", m.To, "entries", res.Report.Entries, "fork", res.Info.Path)
+	return nil
+}
+
+// truncDB is a DB's log whose TruncateAfter goes through the DB, so that a
+// cut is published to readers and views (fork.Truncate takes a
+// flume.TruncatableLog).
+type truncDB struct {
+	flume.Log
+	db *flume.DB
+}
+
+func (t truncDB) TruncateAfter(seq int64, want flume.Hash, w io.Writer) (flume.TruncateReport, error) {
+	return t.db.TruncateAfter(seq, want, w)
 }
 
 // expect reads the primary's next handshake message (w.expect) and counts
@@ -340,6 +505,12 @@ func (f *Follower) expect(w *wire, buf []byte, want MsgType) ([]byte, error) {
 	if !fromPeer {
 		return body, err
 	}
+	return body, f.countPeerError(err)
+}
+
+// countPeerError counts a refusal or authentication failure the primary
+// reported, and returns it.
+func (f *Follower) countPeerError(err error) error {
 	switch {
 	case errors.Is(err, ErrAuth):
 		f.stats.authFailures.Add(1)
@@ -347,7 +518,7 @@ func (f *Follower) expect(w *wire, buf []byte, want MsgType) ([]byte, error) {
 	case permanent(err):
 		f.stats.refusals.Add(1)
 	}
-	return body, err
+	return err
 }
 
 func randomNonce() [nonceSize]byte {

@@ -158,7 +158,7 @@ func (f *Follower) Status() UpstreamStatus {
 	defer f.mu.Unlock()
 	st := UpstreamStatus{
 		Primary: f.addr, State: f.mu.state, Connected: f.mu.connected, Since: since,
-		PrimarySince: f.mu.primarySince, Reconnects: f.stats.reconnects.Load(), ConnectedAt: f.mu.connectedAt,
+		PrimarySince: f.mu.primarySince, Reconnects: f.stats.reconnects.Load(), ConnectedAt: f.mu.connectedAt, PrimaryHTTP: f.mu.primaryHTTP,
 	}
 	if f.mu.primarySince >= 0 {
 		st.LagEntries = max(0, f.mu.primarySince-since)

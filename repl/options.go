@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/vfs"
 )
 
 // Options configure a Primary or a Follower; nil means defaults, and so
@@ -43,6 +44,18 @@ type Options struct {
 	// Logger receives connection events (auth failures, refusals,
 	// reconnects). Default: the DB's logger.
 	Logger *slog.Logger
+
+	// AdvertiseHTTP (Primary) is this node's HTTP API URL, sent in the
+	// handshake so that followers can send clients to it (their 421s name
+	// it). Empty: not advertised.
+	AdvertiseHTTP string
+	// ForkDir (Follower) is the directory where a rejoin keeps the entries
+	// it cuts (flume serve uses DIR/forked). Empty: a rejoin that needs a
+	// cut is refused, and nothing is cut.
+	ForkDir string
+	// FS (Follower) is the filesystem ForkDir is written through. Default:
+	// vfs.Default.
+	FS vfs.FS
 
 	// Dial (Follower only) opens a connection to the primary. Default: a
 	// net.Dialer to the address given to NewFollower (then TLS, if set).
@@ -152,6 +165,9 @@ func (o *Options) withDefaults(db *flume.DB) (Options, error) {
 	if r.MaxBatchEntries == 0 {
 		r.MaxBatchEntries = 1024
 	}
+	if r.FS == nil {
+		r.FS = vfs.Default
+	}
 	return r, nil
 }
 
@@ -165,19 +181,21 @@ type Stats struct {
 	BytesSent       int64 // bytes of entry frames sent
 	EntriesReceived int64
 	BytesReceived   int64 // bytes of entry frames received
+	Cuts            int64 // follower: rejoins that cut entries the primary lacked (kept in ForkDir)
 }
 
 type stats struct {
 	handshakes, refusals, authFailures, reconnects atomic.Int64
 	entriesSent, bytesSent                         atomic.Int64
 	entriesReceived, bytesReceived                 atomic.Int64
+	cuts                                           atomic.Int64
 }
 
 func (s *stats) snapshot() Stats {
 	return Stats{
 		Handshakes: s.handshakes.Load(), Refusals: s.refusals.Load(), AuthFailures: s.authFailures.Load(),
 		Reconnects: s.reconnects.Load(), EntriesSent: s.entriesSent.Load(), BytesSent: s.bytesSent.Load(),
-		EntriesReceived: s.entriesReceived.Load(), BytesReceived: s.bytesReceived.Load(),
+		EntriesReceived: s.entriesReceived.Load(), BytesReceived: s.bytesReceived.Load(), Cuts: s.cuts.Load(),
 	}
 }
 
@@ -230,4 +248,7 @@ type UpstreamStatus struct {
 	LastError   string    `json:"last_error,omitempty"`
 	Reconnects  int64     `json:"reconnects"`
 	ConnectedAt time.Time `json:"connected_at,omitzero"`
+	// PrimaryHTTP is the HTTP API URL the primary advertised in the
+	// handshake (Options.AdvertiseHTTP), where clients should send appends.
+	PrimaryHTTP string `json:"primary_http,omitempty"`
 }

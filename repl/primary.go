@@ -203,6 +203,14 @@ func (p *Primary) serveConn(conn net.Conn) (err error) {
 	// Close promptly when the Primary closes, even mid-handshake.
 	stop := context.AfterFunc(ctx, w.stopReads)
 	defer stop()
+	defer func() {
+		// A follower that honours a newer epoch refused this primary: it
+		// has been deposed, and acknowledges nothing from now on.
+		var re *RefusedError
+		if errors.As(err, &re) && re.FromPeer && re.Reason == CodeStaleEpoch {
+			p.depose(re.Remote.Epoch, "")
+		}
+	}()
 
 	remote, d, err := p.handshake(w, addr)
 	if err != nil {

@@ -24,7 +24,7 @@ import (
 const (
 	// Version is the protocol version this package speaks. A peer with a
 	// different version is refused with ErrVersion on both sides.
-	Version uint16 = 2
+	Version uint16 = 3
 
 	preambleSize = 8
 	// maxPreAuthMessage bounds a message before authentication succeeded,
@@ -48,15 +48,16 @@ type MsgType uint8
 
 // Message types.
 const (
-	MsgAuthInit      MsgType = 1 // follower → primary: nonce, flags
-	MsgAuthChallenge MsgType = 2 // primary → follower: flags, nonce, proof
-	MsgAuthProof     MsgType = 3 // follower → primary: proof
-	MsgHello         MsgType = 4 // both: position and identity
-	MsgAccept        MsgType = 5 // primary → follower: streaming starts at From
-	MsgError         MsgType = 6 // either: refusal or failure, then close
-	MsgEntries       MsgType = 7 // primary → follower: a batch of entry frames
-	MsgAck           MsgType = 8 // follower → primary: durable and received seqs
-	MsgHeartbeat     MsgType = 9 // both: liveness, and the sender's head
+	MsgAuthInit      MsgType = 1  // follower → primary: nonce, flags
+	MsgAuthChallenge MsgType = 2  // primary → follower: flags, nonce, proof
+	MsgAuthProof     MsgType = 3  // follower → primary: proof
+	MsgHello         MsgType = 4  // both: position and identity
+	MsgAccept        MsgType = 5  // primary → follower: streaming starts at From
+	MsgError         MsgType = 6  // either: refusal or failure, then close
+	MsgEntries       MsgType = 7  // primary → follower: a batch of entry frames
+	MsgAck           MsgType = 8  // follower → primary: durable and received seqs
+	MsgHeartbeat     MsgType = 9  // both: liveness, and the sender's head
+	MsgTruncate      MsgType = 10 // primary → follower: cut your log after To (verified), then follow
 )
 
 // String returns the message type's name.
@@ -80,6 +81,8 @@ func (t MsgType) String() string {
 		return "Ack"
 	case MsgHeartbeat:
 		return "Heartbeat"
+	case MsgTruncate:
+		return "Truncate"
 	}
 	return fmt.Sprintf("MsgType(%d)", uint8(t))
 }
@@ -130,6 +133,15 @@ type Hello struct {
 	Epoch   uint64
 	Since   int64      // last seq, -1 when empty
 	Hash    flume.Hash // chain hash at Since (GenesisHash(LogID) when empty)
+
+	// Version 3: the sender's fencing state and epoch history, so that
+	// both sides can tell a deposed primary (stale epoch) and compute where
+	// a rejoining node's history parts from its primary's (cutPoint).
+	FencedEpoch   uint64              // highest epoch the sender promised to honour
+	CommittedHint int64               // lower bound of the committed watermark it knows; -1 unknown
+	Unclean       bool                // the sender lost entries it held or found corruption at open
+	Epochs        []flume.EpochRecord // the sender's epoch history, oldest first
+	HTTP          string              // the sender's HTTP API URL, if it advertises one (Options.AdvertiseHTTP)
 
 	// Anchor is not sent. On the primary it is the primary's own position
 	// at the follower's since (when it has that seq), against which the
@@ -199,6 +211,12 @@ type heartbeat struct {
 	// less than a primary's heartbeat says was sent lost a message in
 	// transit; it drops the connection and resumes from what it holds.
 	Through int64
+	// Committed (version 3, primary → follower) is the committed
+	// watermark: the highest seq acknowledged as durable by the number of
+	// synchronous followers the primary requires (-1 when none is required
+	// or none acked yet). Followers keep it as their committed hint; a
+	// rejoin never cuts at or below it.
+	Committed int64
 }
 
 // ---- encoding ----
@@ -278,9 +296,20 @@ func appendAuthProof(dst []byte, m authProof) []byte {
 func appendHello(dst []byte, h Hello) []byte {
 	dst, s := beginMsg(dst, MsgHello)
 	dst = binary.LittleEndian.AppendUint16(dst, h.Version)
-	dst = append(dst, byte(h.Role), 0) // role, flags (reserved)
+	var flags byte
+	if h.Unclean {
+		flags |= helloUnclean
+	}
+	dst = append(dst, byte(h.Role), flags)
 	dst = appendPosition(dst, h.Position())
 	dst = appendString(dst, h.NodeID)
+	dst = binary.LittleEndian.AppendUint64(dst, h.FencedEpoch)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(h.CommittedHint))
+	dst = appendString(dst, h.HTTP)
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(h.Epochs)))
+	for _, r := range h.Epochs {
+		dst = appendEpochRecord(dst, r)
+	}
 	return endMsg(dst, s)
 }
 
@@ -335,6 +364,7 @@ func appendHeartbeat(dst []byte, m heartbeat) []byte {
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Since))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.UnixNano))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Through))
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Committed))
 	return endMsg(dst, s)
 }
 
@@ -464,10 +494,27 @@ func decodeHello(b []byte) (Hello, error) {
 	var h Hello
 	h.Version = r.u16("version")
 	h.Role = Role(r.u8("role"))
-	r.u8("flags")
+	flags := r.u8("flags")
+	h.Unclean = flags&helloUnclean != 0
 	p := r.position("position")
 	h.LogID, h.Epoch, h.Since, h.Hash = p.LogID, p.Epoch, p.Since, p.Hash
 	h.NodeID = r.str("node ID")
+	h.FencedEpoch = r.u64("fenced epoch")
+	h.CommittedHint = int64(r.u64("committed hint"))
+	h.HTTP = r.str("HTTP URL")
+	n := int(r.u16("epoch count"))
+	if r.err == nil && n*epochRecordSize > len(r.b) {
+		r.fail(fmt.Sprintf("%d epoch records", n))
+	}
+	if r.err == nil && n > 0 {
+		h.Epochs = make([]flume.EpochRecord, n)
+		for i := range h.Epochs {
+			h.Epochs[i] = r.epochRecord("epoch record")
+		}
+	}
+	if r.err == nil && (h.CommittedHint < -1 || flags&^helloUnclean != 0) {
+		return Hello{}, protoErr("Hello message: committed hint %d or flags %#x out of range", h.CommittedHint, flags)
+	}
 	if err := r.done(); err != nil {
 		return Hello{}, err
 	}
@@ -568,7 +615,7 @@ func decodeAck(b []byte) (ack, error) {
 
 func decodeHeartbeat(b []byte) (heartbeat, error) {
 	r := reader{b: b, msg: MsgHeartbeat}
-	m := heartbeat{Since: r.seq("since"), UnixNano: int64(r.u64("time")), Through: r.seq("through")}
+	m := heartbeat{Since: r.seq("since"), UnixNano: int64(r.u64("time")), Through: r.seq("through"), Committed: r.seq("committed")}
 	return m, r.done()
 }
 
@@ -602,8 +649,70 @@ func decodeMessage(t MsgType, body []byte) (any, error) {
 		return decodeAck(body)
 	case MsgHeartbeat:
 		return decodeHeartbeat(body)
+	case MsgTruncate:
+		return decodeTruncate(body)
 	}
 	return nil, protoErr("unknown message type %d", uint8(t))
 }
 
 // ---- reading from a stream ----
+
+// helloUnclean is the Hello flag of a node that lost entries it held or
+// found corruption below its tail when it opened.
+const helloUnclean = 1 << 0
+
+// epochRecordSize is an EpochRecord on the wire: epoch, start, prev hash,
+// promotion ID, unix nanos, promoter.
+const epochRecordSize = 8 + 8 + 32 + 16 + 8 + 4
+
+func appendEpochRecord(dst []byte, r flume.EpochRecord) []byte {
+	dst = binary.LittleEndian.AppendUint64(dst, r.Epoch)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.Start))
+	dst = append(dst, r.Prev[:]...)
+	dst = append(dst, r.Promotion[:]...)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(r.When))
+	return binary.LittleEndian.AppendUint32(dst, r.Promoter)
+}
+
+func (r *reader) epochRecord(what string) flume.EpochRecord {
+	var e flume.EpochRecord
+	e.Epoch = r.u64(what + " epoch")
+	e.Start = int64(r.u64(what + " start"))
+	copy(e.Prev[:], r.bytes(32, what+" prev hash"))
+	copy(e.Promotion[:], r.bytes(16, what+" promotion ID"))
+	e.When = int64(r.u64(what + " time"))
+	e.Promoter = r.u32(what + " promoter")
+	return e
+}
+
+// truncate tells a rejoining follower to cut its log after To (primary →
+// follower, after the Hellos, before Accept). Hash is the primary's h(To):
+// the follower cuts only if its own h(To) is the same.
+type truncate struct {
+	To           int64
+	Hash         flume.Hash
+	PrimaryEpoch uint64
+}
+
+func appendTruncate(dst []byte, m truncate) []byte {
+	dst, s := beginMsg(dst, MsgTruncate)
+	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.To))
+	dst = append(dst, m.Hash[:]...)
+	dst = binary.LittleEndian.AppendUint64(dst, m.PrimaryEpoch)
+	return endMsg(dst, s)
+}
+
+func decodeTruncate(b []byte) (truncate, error) {
+	r := reader{b: b, msg: MsgTruncate}
+	var m truncate
+	m.To = r.seq("to")
+	copy(m.Hash[:], r.bytes(32, "hash"))
+	m.PrimaryEpoch = r.u64("primary epoch")
+	if err := r.done(); err != nil {
+		return truncate{}, err
+	}
+	if m.To < 0 {
+		return truncate{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("Truncate message: to %d: a rejoin never cuts a whole log", m.To)}
+	}
+	return m, nil
+}

@@ -27,6 +27,11 @@ func sampleMessages() []struct {
 	b.PrimarySince, b.First, b.Count = 5, 0, 3
 	b.Frames = bm[5+batchHeaderSize:]
 	hello := Hello{Version: Version, Role: RoleFollower, NodeID: "n1", LogID: id, Epoch: 3, Since: 41, Hash: flume.Hash{9}}
+	hello3 := Hello{Version: Version, Role: RolePrimary, NodeID: "p", LogID: id, Epoch: 2, Since: 50, Hash: flume.Hash{7},
+		FencedEpoch: 2, CommittedHint: 48, Unclean: true, HTTP: "http://10.0.0.1:7600",
+		Epochs: []flume.EpochRecord{{Epoch: 1, Start: 10, Prev: flume.Hash{1}, Promotion: flume.PromotionID{2}, When: 99, Promoter: 7},
+			{Epoch: 2, Start: 30, Prev: flume.Hash{3}, Promotion: flume.PromotionID{4}, When: 100, Promoter: 8}}}
+	tr := truncate{To: 29, Hash: flume.Hash{5}, PrimaryEpoch: 2}
 	ai := authInit{HasSecret: true, Nonce: randomNonce()}
 	ac := authChallenge{HasSecret: true, Nonce: randomNonce(), Proof: randomNonce()}
 	ap := authProof{Proof: randomNonce()}
@@ -40,11 +45,13 @@ func sampleMessages() []struct {
 		{MsgAuthChallenge, appendAuthChallenge(nil, ac), ac},
 		{MsgAuthProof, appendAuthProof(nil, ap), ap},
 		{MsgHello, appendHello(nil, hello), hello},
+		{MsgHello, appendHello(nil, hello3), hello3},
+		{MsgTruncate, appendTruncate(nil, tr), tr},
 		{MsgAccept, appendAccept(nil, accept{From: 42}), accept{From: 42}},
 		{MsgError, appendError(nil, em), em},
 		{MsgEntries, bm, b},
 		{MsgAck, appendAck(nil, ack{Durable: 3, Received: 7}), ack{Durable: 3, Received: 7}},
-		{MsgHeartbeat, appendHeartbeat(nil, heartbeat{Since: -1, UnixNano: 12345, Through: 7}), heartbeat{Since: -1, UnixNano: 12345, Through: 7}},
+		{MsgHeartbeat, appendHeartbeat(nil, heartbeat{Since: -1, UnixNano: 12345, Through: 7, Committed: 5}), heartbeat{Since: -1, UnixNano: 12345, Through: 7, Committed: 5}},
 	}
 }
 
@@ -206,6 +213,8 @@ func FuzzDecodeMessage(f *testing.F) {
 			enc = appendAck(nil, m)
 		case heartbeat:
 			enc = appendHeartbeat(nil, m)
+		case truncate:
+			enc = appendTruncate(nil, m)
 		default:
 			t.Fatalf("unexpected %T", v)
 		}

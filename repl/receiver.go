@@ -51,6 +51,65 @@ type recvSession struct {
 	wmu          sync.Mutex // serialises writes: acks (appender) and heartbeats (writer)
 	lastD, lastR int64      // last acked positions
 	lastSend     time.Time
+
+	// epochs is the primary's epoch history from its Hello; nextEpoch is
+	// the first record not yet adopted (appender only). Every replica
+	// adopts each record right before the record's first entry.
+	epochs    []flume.EpochRecord
+	nextEpoch int
+	// committed is the primary's committed watermark from its heartbeats;
+	// the writer persists it lazily as the log's committed hint (capped at
+	// what this node holds durably, so the hint never says it lost data).
+	committed     atomic.Int64
+	hintPersisted int64
+	hintAt        time.Time
+}
+
+// appendAdopting appends entries received from the primary, adopting
+// (flume.DB.AdoptEpoch) each of the primary's epoch records that begins
+// among them right before its first entry.
+func (s *recvSession) appendAdopting(entries []flume.Entry) error {
+	db := s.f.db
+	for len(entries) > 0 {
+		first, last := entries[0].Seq, entries[len(entries)-1].Seq
+		for s.nextEpoch < len(s.epochs) && s.epochs[s.nextEpoch].Start < first {
+			s.nextEpoch++ // begun before what this node received: held or legacy
+		}
+		if s.nextEpoch == len(s.epochs) || s.epochs[s.nextEpoch].Start > last {
+			return db.AppendReplicated(entries)
+		}
+		r := s.epochs[s.nextEpoch]
+		k := int(r.Start - first)
+		if k > 0 {
+			if err := db.AppendReplicated(entries[:k]); err != nil {
+				return err
+			}
+		}
+		if err := db.AdoptEpoch(r); err != nil && !errors.Is(err, flume.ErrNoEpochs) {
+			return fmt.Errorf("repl: adopting the primary's %s: %w", r, err)
+		}
+		s.nextEpoch++
+		entries = entries[k:]
+	}
+	return nil
+}
+
+// persistHint stores the primary's committed watermark as the log's
+// committed hint, at most once a second (it costs an fsync).
+func (s *recvSession) persistHint(now time.Time) error {
+	el, ok := s.f.db.Log().(flume.EpochLog)
+	if !ok {
+		return nil
+	}
+	c := min(s.committed.Load(), s.durable.Load())
+	if c <= s.hintPersisted || now.Sub(s.hintAt) < time.Second {
+		return nil
+	}
+	if err := el.SetCommittedHint(c); err != nil {
+		return fmt.Errorf("repl: persisting the committed hint %d: %w", c, err)
+	}
+	s.hintPersisted, s.hintAt = c, now
+	return nil
 }
 
 func (s *recvSession) fail(err error) {
@@ -133,6 +192,9 @@ func (s *recvSession) readLoop(next int64) {
 			f.mu.Lock()
 			f.notePrimarySinceLocked(max(f.mu.primarySince, m.Since), time.Now())
 			f.mu.Unlock()
+			if m.Committed > s.committed.Load() {
+				s.committed.Store(m.Committed)
+			}
 		case MsgError:
 			m, err := decodeError(body)
 			b.release()
@@ -177,13 +239,17 @@ func (s *recvSession) appendLoop() {
 				break drain
 			}
 		}
-		err := f.db.AppendReplicated(merged)
+		err := s.appendAdopting(merged)
 		last := merged[len(merged)-1].Seq
 		if err != nil && len(held) > 1 {
 			// Keep the good prefix: retry batch by batch.
 			last = -2
 			for _, b := range held {
-				if err = f.db.AppendReplicated(b.entries); err != nil {
+				if b.entries[0].Seq <= f.db.Since() {
+					last = b.entries[len(b.entries)-1].Seq
+					continue // appended before the failure
+				}
+				if err = s.appendAdopting(b.entries); err != nil {
 					break
 				}
 				last = b.entries[len(b.entries)-1].Seq
@@ -271,7 +337,7 @@ func (s *recvSession) sendProgress(tick bool) error {
 		s.w.out = appendAck(s.w.out, ack{Durable: d, Received: max(r, d)})
 		s.lastD, s.lastR = d, r
 	case tick && now.Sub(s.lastSend) >= s.f.opts.Heartbeat/2:
-		s.w.out = appendHeartbeat(s.w.out, heartbeat{Since: d, UnixNano: now.UnixNano(), Through: max(r, d)})
+		s.w.out = appendHeartbeat(s.w.out, heartbeat{Since: d, UnixNano: now.UnixNano(), Through: max(r, d), Committed: -1})
 	default:
 		return nil
 	}
@@ -286,8 +352,11 @@ func (s *recvSession) writeLoop() error {
 	defer hb.Stop()
 	for {
 		select {
-		case <-hb.C:
+		case now := <-hb.C:
 			if err := s.sendProgress(true); err != nil {
+				return err
+			}
+			if err := s.persistHint(now); err != nil {
 				return err
 			}
 		case <-s.ctx.Done():

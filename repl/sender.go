@@ -216,7 +216,7 @@ func (s *sendSession) sendLoop(from int64) error {
 		case <-s.ackCh:
 		case now := <-hb.C:
 			if now.Sub(lastSend) >= p.opts.Heartbeat/2 {
-				w.out = appendHeartbeat(w.out, heartbeat{Since: since, UnixNano: now.UnixNano(), Through: c.NextSeq() - 1})
+				w.out = appendHeartbeat(w.out, heartbeat{Since: since, UnixNano: now.UnixNano(), Through: c.NextSeq() - 1, Committed: p.committed()})
 				if err := w.flush(); err != nil {
 					return err
 				}
