@@ -140,7 +140,9 @@ type cutDecision struct {
 //
 // Algorithm (PostgreSQL's findCommonAncestorTimeline over epoch records):
 //
-//  1. Both histories must be well formed (damage) — else refuse, CodeDiverged.
+//  1. Both histories must be well formed (damage), else refuse with
+//     CodeDiverged; a follower that holds entries must have the primary's
+//     log ID (CodeLogID).
 //  2. Stale epoch — refuse with CodeStaleEpoch when the primary's epoch (its
 //     newest record's) is below the follower's fenced epoch, below the
 //     follower's newest record's epoch, or below the primary's own fenced
@@ -163,7 +165,8 @@ type cutDecision struct {
 //     a record only one side holds below r must cover no entry (r's Prev
 //     says the histories are equal there). Else refuse, CodeDiverged.
 //  6. t == follower's since: nothing to cut, follow from t+1 (the caller
-//     still checks h(t), as decide does today).
+//     still checks h(t), as decide does today). In every outcome the
+//     follower keeps only its records up to r (KeepEpochs).
 //  7. Otherwise the follower holds entries the primary lacks, and the cut
 //     is refused when the entries after t were written in the primary's own
 //     current promotion (the primary lost them: CodeAhead; KIP-101 scenario
