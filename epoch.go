@@ -58,6 +58,14 @@ type EpochLog interface {
 	// greater than the last record's epoch and not below Epoch(); anything
 	// else is refused with an error and changes nothing.
 	BeginEpoch(r EpochRecord) error
+	// DropEmptyEpochs removes the history's records after the first keep.
+	// They must all start past Since(): epochs that never got an entry (a
+	// promotion that wrote nothing before the node went to follow another
+	// primary, whose history does not have them). Entries appended next
+	// get the epoch of the newest kept record (0 if none). A crash leaves
+	// the old history or the new one. Records that cover entries are never
+	// dropped this way (an error; use TruncateAfter, which keeps a copy).
+	DropEmptyEpochs(keep int) error
 	// FencedEpoch is the highest epoch the node has promised to honour: it
 	// accepts entries from, and acknowledges to, no primary of a lower
 	// epoch. 0 until the first Fence.

@@ -130,3 +130,26 @@ func (db *DB) AdoptEpoch(r EpochRecord) error {
 	}
 	return nil
 }
+
+// DropEmptyEpochs drops a follower's epoch records after the first keep,
+// which name promotions that never wrote an entry and that its new
+// primary's history does not have (EpochLog.DropEmptyEpochs), so that it
+// can adopt the primary's records from there. Only a follower does it.
+func (db *DB) DropEmptyEpochs(keep int) error {
+	el, ok := db.log.(EpochLog)
+	if !ok {
+		return ErrNoEpochs
+	}
+	db.appendMu.Lock()
+	defer db.appendMu.Unlock()
+	db.mu.Lock()
+	closed, follower := db.mu.closed, db.mu.follower
+	db.mu.Unlock()
+	switch {
+	case closed:
+		return ErrClosed
+	case !follower:
+		return fmt.Errorf("flume: drop epochs: %w", ErrNotFollower)
+	}
+	return el.DropEmptyEpochs(keep)
+}

@@ -380,3 +380,45 @@ func truncateFile(fsys vfs.FS, p string, size int64) error {
 	}
 	return nil
 }
+
+// DropEmptyEpochs implements flume.EpochLog. META takes the newest kept
+// record's epoch first, then the epochs file is cut: a crash between the
+// two leaves META behind the file's last record, which Open rolls forward
+// (the old history, whole); after both, the new one.
+func (l *Log) DropEmptyEpochs(keep int) error {
+	l.sync.Lock()
+	defer l.sync.Unlock()
+	l.w.Lock()
+	defer l.w.Unlock()
+	if err := l.quiesceLocked(); err != nil {
+		return err
+	}
+	if keep < 0 || keep >= len(l.mu.epochs) {
+		l.mu.Unlock()
+		return nil
+	}
+	if r := l.mu.epochs[keep]; r.Start <= l.mu.since {
+		l.mu.Unlock()
+		return fmt.Errorf("filelog: drop epochs: %s covers entries (the log ends at %d)", r, l.mu.since)
+	}
+	var epoch uint64
+	if keep > 0 {
+		epoch = l.mu.epochs[keep-1].Epoch
+	}
+	id := l.mu.id
+	l.mu.Unlock()
+	if err := writeMeta(l.fs, l.dir, meta{id: id, epoch: epoch}); err != nil {
+		return fmt.Errorf("filelog: drop epochs: %w", err)
+	}
+	l.mu.Lock()
+	l.mu.epochs = l.mu.epochs[:keep:keep]
+	l.mu.epoch = epoch
+	l.mu.Unlock()
+	if err := l.cutEpochsFile(); err != nil {
+		// META is ahead of nothing it should not be; the file still holds
+		// the dropped records, which the next Open rolls META forward to.
+		l.setSticky(fmt.Errorf("filelog: drop epochs: %w", err))
+		return fmt.Errorf("filelog: drop epochs: %w", err)
+	}
+	return nil
+}

@@ -51,6 +51,7 @@ func testEpochs(t *testing.T, open func(t *testing.T) flume.Log) {
 	})
 	run("FenceAndHintMonotonic", isE, "flume.EpochLog", testFenceAndHint)
 	run("EpochLogClosed", isE, "flume.EpochLog", testEpochLogClosed)
+	run("DropEmptyEpochs", isE, "flume.EpochLog", testDropEmptyEpochs)
 	run("TruncateWrongHash", isT, "flume.TruncatableLog", testTruncateWrongHash)
 	run("TruncateFailingFork", isT, "flume.TruncatableLog", testTruncateFailingFork)
 	run("TruncateCut", isT, "flume.TruncatableLog", testTruncateCut)
@@ -536,5 +537,45 @@ func testEpochsReopen(t *testing.T, open func(t *testing.T, dir string) flume.Lo
 	}
 	if s := mustAppend(t, l, []byte("first")); s != 0 {
 		t.Fatalf("append after cutting everything got seq %d, want 0", s)
+	}
+}
+
+// testDropEmptyEpochs: records of epochs that never got an entry can be
+// dropped (and another history's records begun in their place); a record
+// that covers entries never can.
+func testDropEmptyEpochs(t *testing.T, l flume.Log) {
+	el := l.(flume.EpochLog)
+	r1 := NextEpochRecord(l, 1)
+	mustBegin(t, el, r1)
+	if _, err := l.Append([]byte("a"), []byte("b")); err != nil {
+		t.Fatal(err)
+	}
+	r3 := NextEpochRecord(l, 3) // a promotion that writes nothing
+	mustBegin(t, el, r3)
+	if err := el.DropEmptyEpochs(0); err == nil {
+		t.Fatal("DropEmptyEpochs dropped a record that covers entries")
+	}
+	if h := el.Epochs(); len(h) != 2 {
+		t.Fatalf("a refused drop changed the history: %v", h)
+	}
+	if err := el.DropEmptyEpochs(1); err != nil {
+		t.Fatal(err)
+	}
+	if h := el.Epochs(); len(h) != 1 || !h[0].Same(r1) || l.Epoch() != 1 {
+		t.Fatalf("after the drop: history %v, epoch %d; want [%v], epoch 1", h, l.Epoch(), r1)
+	}
+	// Another history's epoch 2 can now begin where epoch 3 did.
+	r2 := NextEpochRecord(l, 2)
+	r2.Promotion[0] ^= 0xff
+	mustBegin(t, el, r2)
+	last, err := l.Append([]byte("c"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, err := l.Entry(last); err != nil || e.Epoch != 2 {
+		t.Fatalf("entry after the new epoch: epoch %d, %v; want 2", e.Epoch, err)
+	}
+	if err := el.DropEmptyEpochs(5); err != nil {
+		t.Fatalf("DropEmptyEpochs past the history: %v", err)
 	}
 }

@@ -161,3 +161,25 @@ func (it *iter) afterCutLocked() error {
 	it.cuts = len(cuts)
 	return nil
 }
+
+// DropEmptyEpochs implements flume.EpochLog.
+func (l *Log) DropEmptyEpochs(keep int) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return flume.ErrClosed
+	}
+	if keep < 0 || keep >= len(l.fo.epochs) {
+		return nil
+	}
+	since, _ := l.headLocked()
+	if r := l.fo.epochs[keep]; r.Start <= since {
+		return fmt.Errorf("memlog: drop epochs: %s covers entries (the log ends at %d)", r, since)
+	}
+	l.fo.epochs = l.fo.epochs[:keep:keep]
+	l.epoch = 0
+	if keep > 0 {
+		l.epoch = l.fo.epochs[keep-1].Epoch
+	}
+	return nil
+}

@@ -437,6 +437,13 @@ func (f *Follower) handshake(w *wire) (Hello, Decision, error) {
 	if err != nil {
 		return refuse(err)
 	}
+	// Records of promotions that wrote nothing and that the primary never
+	// saw go before the primary's own records are adopted.
+	if cd, cerr := cutPoint(viewOf(remote), viewOf(local)); cerr == nil && cd.KeepEpochs < len(local.Epochs) {
+		if err := f.db.DropEmptyEpochs(cd.KeepEpochs); err != nil {
+			return Hello{}, Decision{}, fmt.Errorf("repl: dropping epochs the primary never saw: %w", err)
+		}
+	}
 	if acc.From != d.From {
 		return Hello{}, Decision{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("primary would stream from seq %d but this log ends at %d (expected %d)", acc.From, local.Since, d.From)}
 	}
