@@ -42,6 +42,7 @@ import (
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/fork"
 	"github.com/flume-go/flume/repl"
 	"github.com/flume-go/flume/vfs"
 )
@@ -104,6 +105,18 @@ func New(cfg Config) (*Server, error) {
 
 	ropts := &repl.Options{NodeID: cfg.NodeID, Secret: cfg.Secret, TLS: cfg.TLS, Heartbeat: cfg.Heartbeat,
 		DeadAfter: cfg.DeadAfter, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Logger: cfg.Logger}
+	if cfg.DataDir != "" && cfg.Log == nil {
+		// A rejoin by a verified cut keeps what it cuts here (flume forked).
+		ropts.ForkDir = fork.Dir(cfg.DataDir)
+		// A fork file sealed by a cut that a crash then kept from happening
+		// would list entries the log still holds: withdraw it.
+		if gone, err := fork.Reconcile(vfs.Default, ropts.ForkDir, s.db.Log()); err != nil {
+			s.db.Close()
+			return nil, fmt.Errorf("server: reconcile %s: %w", ropts.ForkDir, err)
+		} else if len(gone) > 0 {
+			s.logger.Warn("withdrew fork files of cuts that did not happen", "files", gone)
+		}
+	}
 	if cfg.Follow != "" {
 		s.follower, err = repl.NewFollower(s.db, cfg.Follow, ropts)
 	} else {
