@@ -33,6 +33,17 @@ type api struct {
 	// drain is canceled when the server starts shutting down: live streams
 	// end and /healthz reports 503. nil: never.
 	drain context.Context
+	// roles changes and reports the node's replication role; nil: no
+	// /promote or /follow.
+	roles roleControl
+}
+
+// roleControl is the part of a Server the HTTP API changes roles through.
+type roleControl interface {
+	Promote(ctx context.Context, req PromoteRequest) (PromoteResult, error)
+	Follow(ctx context.Context, req FollowRequest) (FollowResult, error)
+	demotions() uint64
+	upstreamHTTP() string
 }
 
 // NDJSONType is the content type of newline-delimited JSON, for batches in
@@ -46,6 +57,10 @@ func (a *api) routes() http.Handler {
 	mux.HandleFunc("GET /log/{seq}", a.getLog)
 	mux.HandleFunc("GET /status", a.getStatus)
 	mux.HandleFunc("GET /healthz", a.healthz)
+	if a.roles != nil {
+		mux.HandleFunc("POST /promote", a.promote)
+		mux.HandleFunc("POST /follow", a.follow)
+	}
 	if a.metrics != nil {
 		mux.Handle("GET /metrics", a.metrics.handler())
 	}
@@ -77,13 +92,16 @@ func (a *api) auth(next http.Handler) http.Handler {
 }
 
 type errorBody struct {
-	Error    string `json:"error"`
-	Line     int    `json:"line,omitempty"`
-	Primary  string `json:"primary,omitempty"`
-	Acked    *int   `json:"acked,omitempty"`
-	Required int    `json:"required,omitempty"`
-	First    *int64 `json:"first,omitempty"`
-	Last     *int64 `json:"last,omitempty"`
+	Error string `json:"error"`
+	Line  int    `json:"line,omitempty"`
+	// Primary is the replication address of the primary a follower
+	// follows; PrimaryHTTP its HTTP API URL, when the follower knows it.
+	Primary     string `json:"primary,omitempty"`
+	PrimaryHTTP string `json:"primary_http,omitempty"`
+	Acked       *int   `json:"acked,omitempty"`
+	Required    int    `json:"required,omitempty"`
+	First       *int64 `json:"first,omitempty"`
+	Last        *int64 `json:"last,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
@@ -143,10 +161,26 @@ func (a *api) postLog(w http.ResponseWriter, r *http.Request) {
 		values = [][]byte{v}
 	}
 
+	var demotions uint64
+	if a.roles != nil {
+		demotions = a.roles.demotions()
+	}
 	start := time.Now()
 	first, last, err := a.db.AppendBatch(r.Context(), values)
+	// A sync append whose primary stepped down while it waited for acks
+	// (POST /follow on a primary): its entries stay in this node's log but
+	// the node no longer speaks for the group.
+	deposed := err != nil && isNotReplicated(err) && a.roles != nil && a.roles.demotions() != demotions
 	if a.metrics != nil {
-		a.metrics.observeAppend(values, time.Since(start), err)
+		reason := errorReason(err)
+		if deposed {
+			reason = "deposed"
+		}
+		a.metrics.observeAppend(values, time.Since(start), err, reason)
+	}
+	if deposed {
+		a.deposedError(w, err)
+		return
 	}
 	if err != nil {
 		a.appendError(w, err)
@@ -164,7 +198,11 @@ func (a *api) appendError(w http.ResponseWriter, err error) {
 	var nr *flume.NotReplicatedError
 	switch {
 	case errors.As(err, &np):
-		writeJSON(w, http.StatusMisdirectedRequest, errorBody{Error: err.Error(), Primary: np.Primary})
+		var primaryHTTP string
+		if a.roles != nil {
+			primaryHTTP = a.roles.upstreamHTTP()
+		}
+		writeJSON(w, http.StatusMisdirectedRequest, errorBody{Error: err.Error(), Primary: np.Primary, PrimaryHTTP: primaryHTTP})
 	case errors.As(err, &nr):
 		acked := nr.Acked
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: err.Error(), Acked: &acked,
@@ -177,6 +215,20 @@ func (a *api) appendError(w http.ResponseWriter, err error) {
 		a.logger.Error("append failed", "err", err)
 		writeError(w, http.StatusInternalServerError, err.Error())
 	}
+}
+
+// deposedError answers a sync append that was waiting for acks when its
+// primary stepped down: 409, naming the new primary. The entries are in
+// this node's log, unacknowledged by the group, and may be lost.
+func (a *api) deposedError(w http.ResponseWriter, err error) {
+	var nr *flume.NotReplicatedError
+	errors.As(err, &nr)
+	_, primary := a.db.Role()
+	msg := fmt.Sprintf("deposed: now following %s: this node stopped being the primary while the append waited for acknowledgements; seqs %d-%d are in its log but were acknowledged by %d of %d required followers and may be lost",
+		primary, nr.First, nr.Last, nr.Acked, nr.Required)
+	acked := nr.Acked
+	writeJSON(w, http.StatusConflict, errorBody{Error: msg, Primary: primary, PrimaryHTTP: a.roles.upstreamHTTP(),
+		Acked: &acked, Required: nr.Required, First: &nr.First, Last: &nr.Last})
 }
 
 // lineError names the line of an NDJSON body that is not valid JSON.
@@ -230,7 +282,16 @@ func (a *api) getLog(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("bad seq %q: want a non-negative integer", r.PathValue("seq")))
 		return
 	}
-	v, err := a.db.Get(r.Context(), seq)
+	// Checked against the DB's published since as DB.Get does, then read
+	// as a whole entry for its epoch (the Flume-Epoch header).
+	var e flume.Entry
+	since := a.db.Since()
+	if seq > since {
+		err = fmt.Errorf("flume: get %d (since %d): %w", seq, since, flume.ErrNotFound)
+	} else {
+		e, err = a.db.Log().Entry(seq)
+	}
+	v := e.Data
 	switch {
 	case errors.Is(err, flume.ErrNotFound):
 		writeError(w, http.StatusNotFound, fmt.Sprintf("seq %d not found (since %d)", seq, a.db.Since()))
@@ -249,6 +310,7 @@ func (a *api) getLog(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 	}
 	w.Header().Set("Flume-Seq", strconv.FormatInt(seq, 10))
+	w.Header().Set("Flume-Epoch", strconv.FormatUint(e.Epoch, 10))
 	w.Write(v)
 }
 

@@ -37,18 +37,36 @@ type Config struct {
 
 	// SyncReplicas is the number of followers that must acknowledge an
 	// append before it is reported successful; 0 (default) is asynchronous.
+	// On a follower it applies once the node is promoted.
 	SyncReplicas int
 	// SyncTimeout bounds the wait for those acknowledgements. Default 5s
 	// (flume.Options' default).
 	SyncTimeout time.Duration
 
 	// Follow, when set, makes this server a read-only follower of the
-	// primary's replication address (host:port).
+	// primary's replication address (host:port). The role can change at
+	// runtime (Server.Promote, Server.Follow).
 	Follow string
+	// PrimaryHTTP is the HTTP API URL of the primary a follower follows,
+	// when known: 421 answers name it (primary_http) so that clients can
+	// retry there. The replication handshake does not carry it; a Follow
+	// replaces it with its request's.
+	PrimaryHTTP string
 	// HTTPAddr and ReplAddr are the addresses ListenAndServe listens on.
-	// Defaults 127.0.0.1:7600 and 127.0.0.1:7601 (loopback: exposing a
-	// database is an explicit decision).
+	// Defaults 127.0.0.1:7600 and, on a primary, 127.0.0.1:7601 (loopback:
+	// exposing a database is an explicit decision). A follower listens for
+	// replication only when ReplAddr is set: the default port is likely
+	// its primary's on the same machine, and a follower without a
+	// listener can still be promoted (its followers then need a restart).
 	HTTPAddr, ReplAddr string
+
+	// ReadyTimeout bounds how long Follow (POST /follow) waits for the
+	// first handshake with the new primary, and the dial that checks it is
+	// reachable. Default 5s: a few reconnect backoffs.
+	ReadyTimeout time.Duration
+	// PeerTimeout bounds each peer's GET /status asked by Promote. Default
+	// 2s: a failover should not wait long on a dead node.
+	PeerTimeout time.Duration
 
 	// Secret is the shared secret for replication (challenge-response) and
 	// the bearer token of the HTTP API. Empty: no authentication.
@@ -79,14 +97,22 @@ const (
 	DefaultHTTPAddr     = "127.0.0.1:7600"
 	DefaultReplAddr     = "127.0.0.1:7601"
 	DefaultMaxBodyBytes = 32 << 20 // large NDJSON batches, small enough to bound memory per request
+	DefaultReadyTimeout = 5 * time.Second
+	DefaultPeerTimeout  = 2 * time.Second
 )
 
 func (c Config) withDefaults() Config {
 	if c.HTTPAddr == "" {
 		c.HTTPAddr = DefaultHTTPAddr
 	}
-	if c.ReplAddr == "" {
+	if c.ReplAddr == "" && c.Follow == "" {
 		c.ReplAddr = DefaultReplAddr
+	}
+	if c.ReadyTimeout <= 0 {
+		c.ReadyTimeout = DefaultReadyTimeout
+	}
+	if c.PeerTimeout <= 0 {
+		c.PeerTimeout = DefaultPeerTimeout
 	}
 	if c.Fsync == "" {
 		c.Fsync = "always"
@@ -107,12 +133,17 @@ func (c Config) validate() error {
 	if c.SyncReplicas < 0 {
 		return fmt.Errorf("server: sync replicas must be >= 0, got %d", c.SyncReplicas)
 	}
-	if c.Follow != "" && c.SyncReplicas > 0 {
-		return errors.New("server: sync replicas apply to a primary; a follower cannot have them")
-	}
 	if c.Follow != "" {
 		if _, _, err := net.SplitHostPort(c.Follow); err != nil {
 			return fmt.Errorf("server: follow address %q: %w", c.Follow, err)
+		}
+	}
+	if c.PrimaryHTTP != "" {
+		if c.Follow == "" {
+			return errors.New("server: a primary HTTP URL is for a follower (with a follow address)")
+		}
+		if _, err := normalizeURL(c.PrimaryHTTP); err != nil {
+			return fmt.Errorf("server: primary HTTP URL: %w", err)
 		}
 	}
 	return nil

@@ -22,6 +22,7 @@ type metrics struct {
 	appendLatency    prometheus.Histogram
 	fsyncLatency     prometheus.Histogram // nil unless the log reports fsyncs
 	httpAuthFailures prometheus.Counter
+	roleChanges      *prometheus.CounterVec
 }
 
 // latencyBuckets span a group-committed fsync (~0.2 ms) to a sync append
@@ -45,7 +46,11 @@ func newMetrics(withFsync bool) *metrics {
 		Buckets: latencyBuckets})
 	m.httpAuthFailures = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "flume_http_auth_failures_total", Help: "HTTP requests refused for a missing or wrong bearer token."})
-	m.reg.MustRegister(m.appends, m.appendBytes, m.appendErrors, m.appendLatency, m.httpAuthFailures)
+	m.roleChanges = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flume_role_changes_total",
+		Help: "Role-change requests (op: promote, follow) by outcome: ok, bad_request, is_primary, no_epochs, peer_ahead, unreachable, refused, not_ready, closed, error."},
+		[]string{"op", "outcome"})
+	m.reg.MustRegister(m.appends, m.appendBytes, m.appendErrors, m.appendLatency, m.httpAuthFailures, m.roleChanges)
 	if withFsync {
 		m.fsyncLatency = prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "flume_fsync_duration_seconds", Help: "Latency of the file log's fsyncs.", Buckets: latencyBuckets})
@@ -68,9 +73,10 @@ func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
 }
 
-func (m *metrics) observeAppend(values [][]byte, d time.Duration, err error) {
+// observeAppend records one append request; reason labels a failed one.
+func (m *metrics) observeAppend(values [][]byte, d time.Duration, err error, reason string) {
 	if err != nil {
-		m.appendErrors.WithLabelValues(errorReason(err)).Inc()
+		m.appendErrors.WithLabelValues(reason).Inc()
 		return
 	}
 	n := 0
@@ -82,12 +88,21 @@ func (m *metrics) observeAppend(values [][]byte, d time.Duration, err error) {
 	m.appendLatency.Observe(d.Seconds())
 }
 
+// roleChange counts one role-change request; nil m counts nothing.
+func (m *metrics) roleChange(op, outcome string) {
+	if m != nil {
+		m.roleChanges.WithLabelValues(op, outcome).Inc()
+	}
+}
+
 // observeFsync records one fsync of the file log (its OnSync hook). Only
 // for metrics built withFsync.
 func (m *metrics) observeFsync(d time.Duration) { m.fsyncLatency.Observe(d.Seconds()) }
 
 func errorReason(err error) string {
 	switch {
+	case err == nil:
+		return ""
 	case isNotPrimary(err):
 		return "not_primary"
 	case isNotReplicated(err):
@@ -99,7 +114,10 @@ func errorReason(err error) string {
 
 var (
 	descSince = prometheus.NewDesc("flume_since", "Seq of the last entry in the log (-1 when empty).", nil, nil)
-	descEpoch = prometheus.NewDesc("flume_epoch", "Current epoch of the log.", nil, nil)
+	descEpoch = prometheus.NewDesc("flume_epoch", "Current epoch of the log: the epoch of entries appended from now on.", nil, nil)
+	descFence = prometheus.NewDesc("flume_fenced_epoch", "Highest epoch this node has promised to honour (logs with an epoch history).", nil, nil)
+	descHint  = prometheus.NewDesc("flume_committed_hint", "Persisted lower bound of the group's committed watermark, -1 unknown (logs with an epoch history).", nil, nil)
+	descEpRec = prometheus.NewDesc("flume_epoch_records", "Records in the log's epoch history (promotions).", nil, nil)
 	descRole  = prometheus.NewDesc("flume_role", "1 for this node's role.", []string{"role"}, nil)
 
 	fl           = []string{"follower", "addr"}
@@ -130,7 +148,7 @@ type stateCollector struct {
 }
 
 func (c *stateCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descSince, descEpoch, descRole, descFConn, descFAcked, descFLagE, descFLagB,
+	for _, d := range []*prometheus.Desc{descSince, descEpoch, descFence, descHint, descEpRec, descRole, descFConn, descFAcked, descFLagE, descFLagB,
 		descFLagS, descFRate, descUConn, descULag, descULagB, descULagS, descHS, descRefusals, descAuthF, descRecon, descESent, descBSent, descERecv, descBRecv} {
 		ch <- d
 	}
@@ -145,6 +163,11 @@ func (c *stateCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(descSince, float64(c.db.Since()))
 	gauge(descEpoch, float64(c.db.Log().Epoch()))
+	if el, ok := c.db.Log().(flume.EpochLog); ok {
+		gauge(descFence, float64(el.FencedEpoch()))
+		gauge(descHint, float64(el.CommittedHint()))
+		gauge(descEpRec, float64(len(el.Epochs())))
+	}
 	role := "primary"
 	if f, _ := c.db.Role(); f {
 		role = "follower"

@@ -1,6 +1,9 @@
 // Package server runs a flume node: it opens the file log and the DB in a
 // data directory, replicates (as a primary serving followers, or as a
 // read-only follower of a primary) and serves the HTTP API with metrics.
+// The role changes at runtime: Promote makes a follower the primary of a
+// new epoch, Follow points a follower at another primary or demotes a
+// primary.
 //
 // Its shape follows net/http: build a Server with New, hand it listeners
 // with Serve (tests use 127.0.0.1:0), stop it with Shutdown (drain) or Close
@@ -11,14 +14,25 @@
 //	POST /log           one JSON value → {"seq":N}; NDJSON (application/x-ndjson),
 //	                    one value per line → {"first":N,"last":M}, one atomic batch.
 //	                    400 invalid JSON (naming the line), 413 body too large,
-//	                    421 on a follower ({"error","primary"}), 503 sync
-//	                    replication short of acks ({"error","acked","required",...}).
-//	GET  /log/{seq}     the stored value; 404 if absent.
+//	                    421 on a follower ({"error","primary","primary_http"}), 503 sync
+//	                    replication short of acks ({"error","acked","required",...}),
+//	                    409 a sync append whose primary was deposed while it
+//	                    waited ({"error":"deposed: now following ...",...}).
+//	GET  /log/{seq}     the stored value (headers Flume-Seq, and Flume-Epoch: the
+//	                    epoch it was written in); 404 if absent.
 //	GET  /log?gt=&gte=&lt=&lte=&reverse=&limit=&live=
 //	                    NDJSON lines {"seq":N,"value":V}, flushed as produced;
 //	                    live=true keeps the response open for new entries.
 //	GET  /status        role, node ID, log ID, epoch, since, chain hash, followers
-//	                    or primary with lag.
+//	                    or primary with lag, fencing and the epoch history's
+//	                    last records.
+//	POST /promote       {"force":bool,"peers":["http://..."]} on a follower →
+//	                    {"epoch":E,"start":S,...}; 409 on a primary, on a log
+//	                    without epochs, or when a peer is ahead ({"peer":...}).
+//	POST /follow        {"primary":"HOST:PORT","primary_http":"http://..."} →
+//	                    {"primary":...,"state":...,"demoted":bool}; 400 bad
+//	                    address, 502 unreachable (nothing changed) or no
+//	                    handshake in time, 409 refused by the handshake.
 //	GET  /metrics       Prometheus text format.
 //	GET  /healthz       200 while serving, 503 once shutting down.
 //
@@ -52,18 +66,34 @@ var ErrServerClosed = errors.New("server: closed")
 
 // Server is one flume node. Build it with New.
 type Server struct {
-	cfg      Config
-	logger   *slog.Logger
-	db       *flume.DB
-	primary  *repl.Primary  // nil on a follower
-	follower *repl.Follower // nil on a primary
-	api      *api
-	http     *http.Server
-	metrics  *metrics
+	cfg     Config
+	logger  *slog.Logger
+	db      *flume.DB
+	ropts   repl.Options // for every Primary and Follower the node starts
+	api     *api
+	http    *http.Server
+	metrics *metrics
 
 	drainCtx context.Context
 	drain    context.CancelFunc
 	bgWG     sync.WaitGroup // background goroutines (catch-up progress); stop with drain
+	connWG   sync.WaitGroup // replication connections handed to a Primary by serveRepl
+
+	// changeMu serialises role changes (Promote, Follow) and teardown. It
+	// is held for a whole change, never while waiting for a handshake, and
+	// taken before mu.
+	changeMu sync.Mutex
+	// mu guards the current role, read by status, metrics and appends.
+	mu struct {
+		sync.Mutex
+		primary     *repl.Primary  // the node serves replication; nil on a follower
+		follower    *repl.Follower // the node follows a primary; nil on a primary
+		primaryHTTP string         // the follower's primary's HTTP URL, when known
+		demotions   uint64         // times the node stepped down from primary
+		retired     repl.Stats     // counters of the Primaries and Followers closed so far
+		replLns     []net.Listener // replication listeners given to Serve
+		closed      bool           // teardown began: no more role changes or connections
+	}
 
 	teardownOnce sync.Once
 	teardownErr  error
@@ -77,6 +107,9 @@ func New(cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.validate(); err != nil {
 		return nil, err
+	}
+	if cfg.PrimaryHTTP != "" {
+		cfg.PrimaryHTTP, _ = normalizeURL(cfg.PrimaryHTTP) // validated
 	}
 	s := &Server{cfg: cfg, logger: cfg.Logger}
 	var err error
@@ -103,7 +136,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("server: open DB: %w", err)
 	}
 
-	ropts := &repl.Options{NodeID: cfg.NodeID, Secret: cfg.Secret, TLS: cfg.TLS, Heartbeat: cfg.Heartbeat,
+	s.ropts = repl.Options{NodeID: cfg.NodeID, Secret: cfg.Secret, TLS: cfg.TLS, Heartbeat: cfg.Heartbeat,
 		DeadAfter: cfg.DeadAfter, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Logger: cfg.Logger}
 	if cfg.DataDir != "" && cfg.Log == nil {
 		// A rejoin by a verified cut keeps what it cuts here (flume forked).
@@ -118,9 +151,13 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	if cfg.Follow != "" {
-		s.follower, err = repl.NewFollower(s.db, cfg.Follow, ropts)
+		var f *repl.Follower
+		f, err = repl.NewFollower(s.db, cfg.Follow, &s.ropts)
+		s.setRole(nil, f, cfg.PrimaryHTTP, false)
 	} else {
-		s.primary, err = repl.NewPrimary(s.db, ropts)
+		var p *repl.Primary
+		p, err = repl.NewPrimary(s.db, &s.ropts)
+		s.setRole(p, nil, "", false)
 	}
 	if err != nil {
 		s.db.Close()
@@ -130,17 +167,15 @@ func New(cfg Config) (*Server, error) {
 	s.drainCtx, s.drain = context.WithCancel(context.Background())
 	s.metrics.collectState(s.db, s.replState, l)
 	s.api = &api{db: s.db, secret: cfg.Secret, maxBody: cfg.MaxBodyBytes, logger: cfg.Logger,
-		status: s.Status, metrics: s.metrics, drain: s.drainCtx}
+		status: s.Status, metrics: s.metrics, drain: s.drainCtx, roles: s}
 	s.http = &http.Server{
 		Handler:           s.api.routes(),
 		ReadHeaderTimeout: 10 * time.Second, // slowloris; bodies are bounded by MaxBodyBytes
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
 	}
-	if s.follower != nil {
-		s.bgWG.Add(1)
-		go s.logCatchUp()
-	}
+	s.bgWG.Add(1)
+	go s.logCatchUp()
 	since, hash := l.Head()
 	s.logger.Info("flume node open", "node", cfg.NodeID, "role", s.role(), "log_id", l.ID().String(),
 		"since", since, "hash", hash.Short(), "fsync", cfg.Fsync, "sync_replicas", cfg.SyncReplicas, "follow", cfg.Follow)
@@ -182,7 +217,7 @@ func randomHex(n int) string {
 }
 
 func (s *Server) role() string {
-	if s.follower != nil {
+	if f, _ := s.db.Role(); f {
 		return "follower"
 	}
 	return "primary"
@@ -203,42 +238,49 @@ func (s *Server) Status() Status {
 	st.NodeID = s.cfg.NodeID
 	st.Fsync = s.cfg.Fsync
 	st.SyncReplicas = s.cfg.SyncReplicas
+	st.ReplAddr = s.replAddr()
 	rs := s.replState()
-	if s.primary != nil {
+	if st.Role == "primary" {
 		st.Followers = rs.followers
 		if st.Followers == nil {
 			st.Followers = []repl.FollowerStatus{}
 		}
 	}
 	if u := rs.upstream; u != nil {
-		st.Primary = &UpstreamStatus{UpstreamStatus: *u, AckedSeq: u.Since}
+		st.Primary = &UpstreamStatus{UpstreamStatus: *u, AckedSeq: u.Since, HTTP: rs.primaryHTTP}
 	}
 	return st
 }
 
-// ReplStats returns the replication counters of the node's Primary or
-// Follower (zero when it has neither).
+// ReplStats returns the node's replication counters: those of its current
+// Primary or Follower plus those of every one it closed in role changes.
 func (s *Server) ReplStats() repl.Stats { return s.replState().stats }
 
+// replState reads the current role's state. The Primary or Follower is
+// read under mu and asked outside it (their locks come after ours).
 func (s *Server) replState() replState {
-	var rs replState
+	s.mu.Lock()
+	p, f, rs := s.mu.primary, s.mu.follower, replState{stats: s.mu.retired, primaryHTTP: s.mu.primaryHTTP}
+	s.mu.Unlock()
 	switch {
-	case s.primary != nil:
-		rs.followers = s.primary.Followers()
-		rs.stats = s.primary.Stats()
-	case s.follower != nil:
-		u := s.follower.Status()
+	case p != nil:
+		rs.followers = p.Followers()
+		rs.stats = addStats(rs.stats, p.Stats())
+	case f != nil:
+		u := f.Status()
 		rs.upstream = &u
-		rs.stats = s.follower.Stats()
+		rs.stats = addStats(rs.stats, f.Stats())
 	}
 	return rs
 }
 
-// Serve serves the HTTP API on httpLn and, on a primary, replication on
-// replLn, until Shutdown or Close (then it returns ErrServerClosed) or a
-// listener fails (then it closes the server and returns that error).
-// Either listener may be nil; a follower closes replLn (it serves no
-// replication). Serve closes the listeners it is given.
+// Serve serves the HTTP API on httpLn and replication on replLn, until
+// Shutdown or Close (then it returns ErrServerClosed) or a listener fails
+// (then it closes the server and returns that error). Either listener may
+// be nil. replLn stays open whatever the role: a primary serves followers
+// on it; a follower closes each connection at once (the peer retries) until
+// it is promoted, and then serves on it with no restart. Serve closes the
+// listeners it is given.
 func (s *Server) Serve(httpLn, replLn net.Listener) error {
 	if s.drainCtx.Err() != nil {
 		for _, ln := range []net.Listener{httpLn, replLn} {
@@ -251,12 +293,18 @@ func (s *Server) Serve(httpLn, replLn net.Listener) error {
 	errc := make(chan error, 2)
 	n := 0
 	if replLn != nil {
-		if s.primary == nil {
+		s.mu.Lock()
+		closed := s.mu.closed
+		if !closed {
+			s.mu.replLns = append(s.mu.replLns, replLn)
+		}
+		s.mu.Unlock()
+		if closed {
 			replLn.Close()
 		} else {
 			n++
-			s.logger.Info("serving replication", "addr", replLn.Addr().String())
-			go func() { errc <- s.primary.Serve(replLn) }()
+			s.logger.Info("serving replication", "addr", replLn.Addr().String(), "role", s.role())
+			go func() { errc <- s.serveRepl(replLn) }()
 		}
 	}
 	if httpLn != nil {
@@ -292,15 +340,15 @@ func (s *Server) Serve(httpLn, replLn net.Listener) error {
 	return first
 }
 
-// ListenAndServe listens on cfg.HTTPAddr and, on a primary, cfg.ReplAddr,
-// and calls Serve.
+// ListenAndServe listens on cfg.HTTPAddr and, when set, cfg.ReplAddr (on
+// a primary it defaults), and calls Serve.
 func (s *Server) ListenAndServe() error {
 	hl, err := net.Listen("tcp", s.cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("server: listen HTTP: %w", err)
 	}
 	var rl net.Listener
-	if s.primary != nil {
+	if s.cfg.ReplAddr != "" {
 		if rl, err = net.Listen("tcp", s.cfg.ReplAddr); err != nil {
 			hl.Close()
 			return fmt.Errorf("server: listen replication: %w", err)
@@ -311,8 +359,8 @@ func (s *Server) ListenAndServe() error {
 
 // Shutdown stops the server gracefully: it ends live streams and stops
 // accepting HTTP requests, waits for in-flight requests (appends, including
-// their synchronous replication) to finish or ctx to end, then closes
-// replication, flushes and closes the log. It returns ctx's error if the
+// their synchronous replication; role changes) to finish or ctx to end,
+// then closes replication, flushes and closes the log. It returns ctx's error if the
 // drain was cut short (the rest of the shutdown still happens).
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.drain()
@@ -335,13 +383,24 @@ func (s *Server) Close() error {
 func (s *Server) teardown() error {
 	s.teardownOnce.Do(func() {
 		s.bgWG.Wait()
+		// After any role change under way; none starts after this.
+		s.changeMu.Lock()
+		defer s.changeMu.Unlock()
+		s.mu.Lock()
+		s.mu.closed = true
+		p, f, lns := s.mu.primary, s.mu.follower, s.mu.replLns
+		s.mu.Unlock()
 		var errs []error
-		if s.primary != nil {
-			errs = append(errs, s.primary.Close())
+		for _, ln := range lns {
+			ln.Close() // serveRepl returns; no connection is handed over any more
 		}
-		if s.follower != nil {
-			errs = append(errs, s.follower.Close())
+		if p != nil {
+			errs = append(errs, p.Close())
 		}
+		if f != nil {
+			errs = append(errs, f.Close())
+		}
+		s.connWG.Wait()
 		if err := s.db.Close(); err != nil {
 			errs = append(errs, fmt.Errorf("server: close DB: %w", err))
 		}
@@ -352,8 +411,8 @@ func (s *Server) teardown() error {
 }
 
 // logCatchUp logs a follower's catch-up progress as a percentage, about
-// once a second while it is behind, and once when it has caught up. It
-// exits when the server drains.
+// once a second while it is behind, and once when it has caught up; on a
+// primary it does nothing. It exits when the server drains.
 func (s *Server) logCatchUp() {
 	defer s.bgWG.Done()
 	t := time.NewTicker(time.Second)
@@ -366,7 +425,14 @@ func (s *Server) logCatchUp() {
 			return
 		case <-t.C:
 		}
-		u := s.follower.Status()
+		s.mu.Lock()
+		f := s.mu.follower
+		s.mu.Unlock()
+		if f == nil {
+			catching = false
+			continue
+		}
+		u := f.Status()
 		now := time.Now()
 		switch {
 		case u.PrimarySince >= 0 && u.LagEntries > 0 && u.Connected:

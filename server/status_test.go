@@ -25,12 +25,17 @@ const statusGoldenDir = "testdata/status"
 // field zero), so that no field hides behind omitempty.
 func goldenStatuses() map[string]Status {
 	t0 := time.Date(2026, 1, 2, 3, 4, 5, 6000000, time.UTC)
+	fenced, hint := uint64(3), int64(39)
 	return map[string]Status{
 		"primary.json": {Role: "primary", NodeID: "p1", LogID: "L", Epoch: 3, Since: 41, Hash: "H", Fsync: "always", SyncReplicas: 1,
+			ReplAddr: "10.0.0.1:7601", FencedEpoch: &fenced, CommittedHint: &hint, EpochRecords: 7,
+			Epochs: []EpochStatus{{Epoch: 3, Start: 40, Prev: "0123456789abcdef", Promotion: "00112233445566778899aabbccddeeff", Time: t0}},
 			Followers: []repl.FollowerStatus{{NodeID: "f1", Addr: "10.0.0.2:5000", Connected: true, AckedSeq: 40, ReceivedSeq: 41,
 				LagEntries: 1, LagBytes: 128, LagSeconds: 0.25, EntriesPerSec: 1000.5, ConnectedAt: t0, LastSeen: t0.Add(time.Second)}}},
 		"follower.json": {Role: "follower", NodeID: "f1", LogID: "L", Epoch: 3, Since: 40, Hash: "H", Fsync: "batch",
-			Primary: &UpstreamStatus{AckedSeq: 40, UpstreamStatus: repl.UpstreamStatus{Primary: "10.0.0.1:7601", State: "streaming",
+			ReplAddr: "10.0.0.2:7601", FencedEpoch: &fenced, CommittedHint: &hint, EpochRecords: 1,
+			Epochs: []EpochStatus{{Epoch: 3, Start: 40, Prev: "0123456789abcdef", Promotion: "00112233445566778899aabbccddeeff", Time: t0}},
+			Primary: &UpstreamStatus{AckedSeq: 40, HTTP: "http://10.0.0.1:7600", UpstreamStatus: repl.UpstreamStatus{Primary: "10.0.0.1:7601", State: "streaming",
 				Connected: true, Since: 40, PrimarySince: 41, LagEntries: 1, LagBytes: 128, LagSeconds: 0.5, LastError: "boom",
 				Reconnects: 2, ConnectedAt: t0}}},
 		"primary-zero.json":  {Role: "primary", Followers: []repl.FollowerStatus{{}}},

@@ -31,12 +31,12 @@ appended in atomic batches of up to 4 MiB, printing one result per batch.`,
   flume append '{"a":1}' '{"b":2}'
   printf '{"a":1}\n{"b":2}\n' | flume append`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
+			c, err := cf.client(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
 			post := func(ctype string, body []byte) error {
-				resp, err := c.do(cmd.Context(), "POST", "/log", ctype, bytes.NewReader(body))
+				resp, err := c.do(cmd.Context(), "POST", "/log", ctype, body)
 				if err != nil {
 					return err
 				}

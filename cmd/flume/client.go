@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -30,9 +31,16 @@ type client struct {
 	base   string
 	secret string
 	http   *http.Client
+	// notes receives what the client does on its own (following a 421 to
+	// the primary); nil: io.Discard.
+	notes io.Writer
+	// followed is set once a 421 was followed: the client follows one.
+	followed bool
 }
 
-func (f *clientFlags) client() (*client, error) {
+// client builds the client; notes receives what it does on its own
+// (following a 421), normally stderr.
+func (f *clientFlags) client(notes io.Writer) (*client, error) {
 	secret, err := readSecret(f.secretFile)
 	if err != nil {
 		return nil, err
@@ -52,13 +60,60 @@ func (f *clientFlags) client() (*client, error) {
 		tr.TLSClientConfig = tc
 		hc.Transport = tr
 	}
-	return &client{base: base, secret: string(secret), http: hc}, nil
+	return &client{base: base, secret: string(secret), http: hc, notes: notes}, nil
+}
+
+// apiError is the error body of the HTTP API.
+type apiError struct {
+	Error       string `json:"error"`
+	Primary     string `json:"primary"`
+	PrimaryHTTP string `json:"primary_http"`
+	Acked       *int   `json:"acked"`
+	Required    int    `json:"required"`
+	Peer        string `json:"peer"`
 }
 
 // do sends a request and returns the response if its status is 2xx, else
-// an error built from the server's {"error": ...} body.
-func (c *client) do(ctx context.Context, method, path, ctype string, body io.Reader) (*http.Response, error) {
-	req, err := http.NewRequestWithContext(ctx, method, c.base+path, body)
+// an error built from the server's {"error": ...} body. A 421 from a
+// follower that names its primary's HTTP URL (primary_http) is followed
+// once: the request is sent there, the client keeps that server for its
+// later requests, and says so on notes.
+func (c *client) do(ctx context.Context, method, path, ctype string, body []byte) (*http.Response, error) {
+	resp, err := c.send(ctx, method, path, ctype, body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode/100 == 2 {
+		return resp, nil
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	var e apiError
+	msg := strings.TrimSpace(string(b))
+	if json.Unmarshal(b, &e) == nil && e.Error != "" {
+		msg = e.Error
+	}
+	if resp.StatusCode == http.StatusMisdirectedRequest && e.PrimaryHTTP != "" && !c.followed {
+		c.followed = true
+		if c.notes != nil {
+			fmt.Fprintf(c.notes, "flume: %s is a follower; retrying at its primary %s\n", c.base, e.PrimaryHTTP)
+		}
+		c.base = strings.TrimRight(e.PrimaryHTTP, "/")
+		return c.do(ctx, method, path, ctype, body)
+	}
+	if e.Primary != "" && !strings.Contains(msg, e.Primary) {
+		msg += " (primary: " + e.Primary + ")"
+	}
+	return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, msg)
+}
+
+// send sends one request.
+func (c *client) send(ctx context.Context, method, path, ctype string, body []byte) (*http.Response, error) {
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, c.base+path, r)
 	if err != nil {
 		return nil, fmt.Errorf("bad server URL %q: %w", c.base, err)
 	}
@@ -72,25 +127,24 @@ func (c *client) do(ctx context.Context, method, path, ctype string, body io.Rea
 	if err != nil {
 		return nil, fmt.Errorf("%s %s: %w", method, c.base+path, err)
 	}
-	if resp.StatusCode/100 == 2 {
-		return resp, nil
+	return resp, nil
+}
+
+// postJSON posts v as JSON and decodes a 2xx answer into out.
+func (c *client) postJSON(ctx context.Context, path string, v, out any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	resp, err := c.do(ctx, "POST", path, "application/json", b)
+	if err != nil {
+		return err
 	}
 	defer resp.Body.Close()
-	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	var e struct {
-		Error    string `json:"error"`
-		Primary  string `json:"primary"`
-		Acked    *int   `json:"acked"`
-		Required int    `json:"required"`
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("POST %s: decode response: %w", path, err)
 	}
-	msg := strings.TrimSpace(string(b))
-	if json.Unmarshal(b, &e) == nil && e.Error != "" {
-		msg = e.Error
-	}
-	if e.Primary != "" && !strings.Contains(msg, e.Primary) {
-		msg += " (primary: " + e.Primary + ")"
-	}
-	return nil, fmt.Errorf("%s %s: %s: %s", method, path, resp.Status, msg)
+	return nil
 }
 
 func (c *client) getJSON(ctx context.Context, path string, v any) error {

@@ -15,6 +15,7 @@ where HOST:PORT is the primary's replication address (its --repl).`,
 		Args:    exactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			f.follow = args[0]
+			f.replSet = cmd.Flags().Changed("repl")
 			return runServe(cmd.Context(), f, cmd.ErrOrStderr(), nil)
 		},
 	}

@@ -166,7 +166,7 @@ error and nothing is appended.`,
 					return fmt.Errorf("forked replay: %w", err)
 				}
 			}
-			c, err := (&clientFlags{server: to, secretFile: secretFile, tlsCA: tlsCA}).client()
+			c, err := (&clientFlags{server: to, secretFile: secretFile, tlsCA: tlsCA}).client(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -179,7 +179,7 @@ error and nothing is appended.`,
 				if inBatch == 0 {
 					return nil
 				}
-				resp, err := c.do(cmd.Context(), "POST", "/log", server.NDJSONType, bytes.NewReader(batch.Bytes()))
+				resp, err := c.do(cmd.Context(), "POST", "/log", server.NDJSONType, batch.Bytes())
 				if err != nil {
 					return err
 				}

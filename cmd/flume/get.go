@@ -19,7 +19,7 @@ func newGetCmd() *cobra.Command {
 			if err != nil || seq < 0 {
 				return usageErrorf("get: SEQ must be a non-negative integer, got %q", args[0])
 			}
-			c, err := cf.client()
+			c, err := cf.client(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

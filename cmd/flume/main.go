@@ -1,6 +1,6 @@
 // Command flume runs and talks to flume nodes: demo, serve (primary or
-// follower), append, get, tail, status, verify and bench. Run "flume help"
-// for the list.
+// follower), append, get, tail, status, promote, repoint, verify, forked
+// and bench. Run "flume help" for the list.
 package main
 
 import (

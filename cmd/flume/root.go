@@ -68,7 +68,8 @@ func newRootCmd() *cobra.Command {
 
 Start with "flume demo". Run a primary with "flume serve --data DIR" and a
 follower with "flume serve --data DIR2 --follow HOST:PORT"; talk to either
-with append, get, tail and status. Every flag has an environment variable:
+with append, get, tail and status; fail over with promote and repoint.
+Every flag has an environment variable:
 --sync-replicas is FLUME_SYNC_REPLICAS.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -80,7 +81,7 @@ with append, get, tail and status. Every flag has an environment variable:
 		return usageErrorf("%s: %v (see flume %s --help)", c.Name(), err, c.Name())
 	})
 	root.AddCommand(newDemoCmd(), newServeCmd(), newFollowCmd(), newAppendCmd(), newGetCmd(), newTailCmd(),
-		newStatusCmd(), newVerifyCmd(), newForkedCmd(), newBenchCmd())
+		newStatusCmd(), newPromoteCmd(), newRepointCmd(), newVerifyCmd(), newForkedCmd(), newBenchCmd())
 	return root
 }
 

@@ -20,15 +20,19 @@ const shutdownTimeout = 30 * time.Second
 
 type serveFlags struct {
 	data, follow, httpAddr, replAddr string
-	fsync                            string
-	fsyncInterval                    time.Duration
-	syncReplicas                     int
-	syncTimeout                      time.Duration
-	secretFile                       string
-	tlsCert, tlsKey, tlsCA           string
-	httpTLS                          bool
-	logFormat, logLevel              string
-	nodeID                           string
+	// replSet: --repl was given (flag or environment); a follower listens
+	// for replication only then.
+	replSet                bool
+	primaryHTTP            string
+	fsync                  string
+	fsyncInterval          time.Duration
+	syncReplicas           int
+	syncTimeout            time.Duration
+	secretFile             string
+	tlsCert, tlsKey, tlsCA string
+	httpTLS                bool
+	logFormat, logLevel    string
+	nodeID                 string
 }
 
 func newServeCmd() *cobra.Command {
@@ -42,7 +46,13 @@ Without --follow the node is a primary: clients append through the HTTP API
 (--http) and followers replicate from --repl. With --follow HOST:PORT (the
 primary's --repl address) it is a read-only follower: it copies the
 primary's log, serves reads, and answers appends with 421 and the primary's
-address.
+address (and its HTTP URL with --primary-http, which client commands then
+retry at).
+
+The role changes at runtime: "flume promote" makes a follower the primary
+of a new epoch, "flume repoint" points a node at another primary (a primary
+steps down first). A follower listens on --repl only when it is given, so
+that it can serve followers as soon as it is promoted.
 
 Every flag can be set in the environment: --sync-replicas as
 FLUME_SYNC_REPLICAS, --data as FLUME_DATA. SIGINT or SIGTERM drains and
@@ -51,6 +61,7 @@ exits 0.`,
   flume serve --data /var/lib/flume/f1 --follow 127.0.0.1:7601 --http 127.0.0.1:7610`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			f.replSet = cmd.Flags().Changed("repl")
 			return runServe(cmd.Context(), f, cmd.ErrOrStderr(), nil)
 		},
 	}
@@ -66,7 +77,8 @@ func (f *serveFlags) register(cmd *cobra.Command, withFollow bool) {
 	}
 	fl.StringVar(&f.data, "data", "", "data directory (required)")
 	fl.StringVar(&f.httpAddr, "http", server.DefaultHTTPAddr, "HTTP API listen address")
-	fl.StringVar(&f.replAddr, "repl", server.DefaultReplAddr, "replication listen address (primary)")
+	fl.StringVar(&f.replAddr, "repl", server.DefaultReplAddr, "replication listen address (a follower listens only when it is given: to serve once promoted)")
+	fl.StringVar(&f.primaryHTTP, "primary-http", "", "a follower's primary's HTTP API URL, named in 421 answers so that clients retry there")
 	fl.StringVar(&f.fsync, "fsync", "always", "fsync policy: always, interval or never")
 	fl.DurationVar(&f.fsyncInterval, "fsync-interval", 0, "flush period for --fsync interval (0: the log's default)")
 	fl.IntVar(&f.syncReplicas, "sync-replicas", 0, "followers that must acknowledge each append (0: asynchronous)")
@@ -129,7 +141,7 @@ func runServe(ctx context.Context, f serveFlags, logOut io.Writer, ready func(s 
 	}
 	srv, err := server.New(server.Config{
 		DataDir: f.data, NodeID: f.nodeID, Fsync: f.fsync, FsyncInterval: f.fsyncInterval,
-		SyncReplicas: f.syncReplicas, SyncTimeout: f.syncTimeout, Follow: f.follow,
+		SyncReplicas: f.syncReplicas, SyncTimeout: f.syncTimeout, Follow: f.follow, PrimaryHTTP: f.primaryHTTP,
 		HTTPAddr: f.httpAddr, ReplAddr: f.replAddr, Secret: secret, TLS: tlsCfg, HTTPTLS: httpTLS, Logger: logger,
 	})
 	if err != nil {
@@ -141,7 +153,7 @@ func runServe(ctx context.Context, f serveFlags, logOut io.Writer, ready func(s 
 		return fmt.Errorf("serve: listen on --http %s: %w", f.httpAddr, err)
 	}
 	var rl net.Listener
-	if f.follow == "" {
+	if f.follow == "" || f.replSet {
 		if rl, err = net.Listen("tcp", f.replAddr); err != nil {
 			hl.Close()
 			srv.Close()

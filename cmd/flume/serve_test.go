@@ -27,6 +27,7 @@ func startServeInProc(t *testing.T, f serveFlags) *serveRun {
 	if f.replAddr == "" {
 		f.replAddr = "127.0.0.1:0"
 	}
+	f.replSet = true // every node listens, a follower too (it can be promoted)
 	if f.fsync == "" {
 		f.fsync = "always"
 	}

@@ -33,7 +33,7 @@ until interrupted.`,
 			if reverse && live {
 				return usageErrorf("tail: --reverse and --live cannot be combined")
 			}
-			c, err := cf.client()
+			c, err := cf.client(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
