@@ -310,7 +310,7 @@ func appendHello(dst []byte, h Hello) []byte {
 	for _, r := range h.Epochs {
 		dst = appendEpochRecord(dst, r)
 	}
-	return endMsg(dst, s)
+	return endSealed(dst, s)
 }
 
 func appendAccept(dst []byte, m accept) []byte {
@@ -365,7 +365,7 @@ func appendHeartbeat(dst []byte, m heartbeat) []byte {
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.UnixNano))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Through))
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.Committed))
-	return endMsg(dst, s)
+	return endSealed(dst, s)
 }
 
 // ---- decoding ----
@@ -490,6 +490,10 @@ func decodeAuthProof(b []byte) (authProof, error) {
 }
 
 func decodeHello(b []byte) (Hello, error) {
+	b, err := unseal(b, MsgHello)
+	if err != nil {
+		return Hello{}, err
+	}
 	r := reader{b: b, msg: MsgHello}
 	var h Hello
 	h.Version = r.u16("version")
@@ -614,6 +618,10 @@ func decodeAck(b []byte) (ack, error) {
 }
 
 func decodeHeartbeat(b []byte) (heartbeat, error) {
+	b, err := unseal(b, MsgHeartbeat)
+	if err != nil {
+		return heartbeat{}, err
+	}
 	r := reader{b: b, msg: MsgHeartbeat}
 	m := heartbeat{Since: r.seq("since"), UnixNano: int64(r.u64("time")), Through: r.seq("through"), Committed: r.seq("committed")}
 	return m, r.done()
@@ -699,10 +707,14 @@ func appendTruncate(dst []byte, m truncate) []byte {
 	dst = binary.LittleEndian.AppendUint64(dst, uint64(m.To))
 	dst = append(dst, m.Hash[:]...)
 	dst = binary.LittleEndian.AppendUint64(dst, m.PrimaryEpoch)
-	return endMsg(dst, s)
+	return endSealed(dst, s)
 }
 
 func decodeTruncate(b []byte) (truncate, error) {
+	b, err := unseal(b, MsgTruncate)
+	if err != nil {
+		return truncate{}, err
+	}
 	r := reader{b: b, msg: MsgTruncate}
 	var m truncate
 	m.To = r.seq("to")
@@ -715,4 +727,26 @@ func decodeTruncate(b []byte) (truncate, error) {
 		return truncate{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("Truncate message: to %d: a rejoin never cuts a whole log", m.To)}
 	}
 	return m, nil
+}
+
+// endSealed ends a message whose body carries state a peer acts on durably
+// (Hello's fencing state and epoch history, Heartbeat's committed
+// watermark, Truncate): a CRC32C of the body is appended, so that a byte
+// corrupted in transit is a protocol error (code 9), never a fence at a
+// wrong epoch, a deposed primary or a wrong committed hint.
+func endSealed(dst []byte, start int) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, crc32c.Checksum(dst[start+5:]))
+	return endMsg(dst, start)
+}
+
+// unseal checks and strips the CRC32C that endSealed appended.
+func unseal(b []byte, t MsgType) ([]byte, error) {
+	if len(b) < 4 {
+		return nil, protoErr("%s message: truncated checksum", t)
+	}
+	body := b[:len(b)-4]
+	if sum, want := binary.LittleEndian.Uint32(b[len(b)-4:]), crc32c.Checksum(body); sum != want {
+		return nil, &ProtocolError{Code: CodeCorrupt, Reason: fmt.Sprintf("%s message: checksum mismatch: stored %08x, computed %08x", t, sum, want)}
+	}
+	return body, nil
 }

@@ -169,3 +169,23 @@ func TestFollowerPromote(t *testing.T) {
 		t.Fatalf("entry 20 on the new follower has epoch %d, want 1", e.Epoch)
 	}
 }
+
+// TestAdvertiseHTTP: the primary's HTTP URL reaches its followers in the
+// handshake, for their 421 answers.
+func TestAdvertiseHTTP(t *testing.T) {
+	pdb, fdb := newMemDB(t), newMemDB(t)
+	opts := fastOpts()
+	opts.AdvertiseHTTP = "http://10.0.0.1:7600"
+	_, addr := servePrimary(t, pdb, opts)
+	f, err := NewFollower(fdb, addr, fastOpts())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.Ready(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := f.Status().PrimaryHTTP; got != opts.AdvertiseHTTP {
+		t.Fatalf("follower learned primary HTTP %q, want %q", got, opts.AdvertiseHTTP)
+	}
+}

@@ -49,9 +49,14 @@ type Config struct {
 	Follow string
 	// PrimaryHTTP is the HTTP API URL of the primary a follower follows,
 	// when known: 421 answers name it (primary_http) so that clients can
-	// retry there. The replication handshake does not carry it; a Follow
-	// replaces it with its request's.
+	// retry there. A Follow replaces it with its request's. Without it, a
+	// follower names the URL its primary advertised in the replication
+	// handshake (AdvertiseHTTP), if any.
 	PrimaryHTTP string
+	// AdvertiseHTTP is this node's own HTTP API URL, which it advertises to
+	// its followers in the replication handshake while it is a primary, so
+	// that their 421 answers can name it. Empty: not advertised.
+	AdvertiseHTTP string
 	// HTTPAddr and ReplAddr are the addresses ListenAndServe listens on.
 	// Defaults 127.0.0.1:7600 and, on a primary, 127.0.0.1:7601 (loopback:
 	// exposing a database is an explicit decision). A follower listens for
@@ -136,6 +141,11 @@ func (c Config) validate() error {
 	if c.Follow != "" {
 		if _, _, err := net.SplitHostPort(c.Follow); err != nil {
 			return fmt.Errorf("server: follow address %q: %w", c.Follow, err)
+		}
+	}
+	if c.AdvertiseHTTP != "" {
+		if _, err := normalizeURL(c.AdvertiseHTTP); err != nil {
+			return fmt.Errorf("server: advertised HTTP URL: %w", err)
 		}
 	}
 	if c.PrimaryHTTP != "" {

@@ -452,12 +452,17 @@ func (s *Server) demotions() uint64 {
 	return s.mu.demotions
 }
 
-// upstreamHTTP is the HTTP API URL of the node's primary, "" when unknown
-// (set by Config.PrimaryHTTP or FollowRequest.PrimaryHTTP).
+// upstreamHTTP is the HTTP API URL of the node's primary, "" when unknown:
+// Config.PrimaryHTTP or FollowRequest.PrimaryHTTP if given, else what the
+// primary advertised in the replication handshake.
 func (s *Server) upstreamHTTP() string {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.mu.primaryHTTP
+	u, f := s.mu.primaryHTTP, s.mu.follower
+	s.mu.Unlock()
+	if u == "" && f != nil {
+		u = f.Status().PrimaryHTTP
+	}
+	return u
 }
 
 // replAddr is the address of the node's (first) replication listener, ""

@@ -138,14 +138,17 @@ func New(cfg Config) (*Server, error) {
 
 	s.ropts = repl.Options{NodeID: cfg.NodeID, Secret: cfg.Secret, TLS: cfg.TLS, Heartbeat: cfg.Heartbeat,
 		DeadAfter: cfg.DeadAfter, MinBackoff: cfg.MinBackoff, MaxBackoff: cfg.MaxBackoff, Logger: cfg.Logger}
+	if cfg.AdvertiseHTTP != "" {
+		s.ropts.AdvertiseHTTP, _ = normalizeURL(cfg.AdvertiseHTTP) // validated
+	}
 	if cfg.DataDir != "" && cfg.Log == nil {
 		// A rejoin by a verified cut keeps what it cuts here (flume forked).
-		ropts.ForkDir = fork.Dir(cfg.DataDir)
+		s.ropts.ForkDir = fork.Dir(cfg.DataDir)
 		// A fork file sealed by a cut that a crash then kept from happening
 		// would list entries the log still holds: withdraw it.
-		if gone, err := fork.Reconcile(vfs.Default, ropts.ForkDir, s.db.Log()); err != nil {
+		if gone, err := fork.Reconcile(vfs.Default, s.ropts.ForkDir, s.db.Log()); err != nil {
 			s.db.Close()
-			return nil, fmt.Errorf("server: reconcile %s: %w", ropts.ForkDir, err)
+			return nil, fmt.Errorf("server: reconcile %s: %w", s.ropts.ForkDir, err)
 		} else if len(gone) > 0 {
 			s.logger.Warn("withdrew fork files of cuts that did not happen", "files", gone)
 		}

@@ -24,6 +24,7 @@ type serveFlags struct {
 	// for replication only then.
 	replSet                bool
 	primaryHTTP            string
+	advertiseHTTP          string
 	fsync                  string
 	fsyncInterval          time.Duration
 	syncReplicas           int
@@ -78,7 +79,8 @@ func (f *serveFlags) register(cmd *cobra.Command, withFollow bool) {
 	fl.StringVar(&f.data, "data", "", "data directory (required)")
 	fl.StringVar(&f.httpAddr, "http", server.DefaultHTTPAddr, "HTTP API listen address")
 	fl.StringVar(&f.replAddr, "repl", server.DefaultReplAddr, "replication listen address (a follower listens only when it is given: to serve once promoted)")
-	fl.StringVar(&f.primaryHTTP, "primary-http", "", "a follower's primary's HTTP API URL, named in 421 answers so that clients retry there")
+	fl.StringVar(&f.primaryHTTP, "primary-http", "", "a follower's primary's HTTP API URL, named in 421 answers so that clients retry there (default: the URL the primary advertises)")
+	fl.StringVar(&f.advertiseHTTP, "advertise-http", "", "this node's HTTP API URL, advertised to followers in the replication handshake so that their 421 answers name it")
 	fl.StringVar(&f.fsync, "fsync", "always", "fsync policy: always, interval or never")
 	fl.DurationVar(&f.fsyncInterval, "fsync-interval", 0, "flush period for --fsync interval (0: the log's default)")
 	fl.IntVar(&f.syncReplicas, "sync-replicas", 0, "followers that must acknowledge each append (0: asynchronous)")
@@ -141,7 +143,7 @@ func runServe(ctx context.Context, f serveFlags, logOut io.Writer, ready func(s 
 	}
 	srv, err := server.New(server.Config{
 		DataDir: f.data, NodeID: f.nodeID, Fsync: f.fsync, FsyncInterval: f.fsyncInterval,
-		SyncReplicas: f.syncReplicas, SyncTimeout: f.syncTimeout, Follow: f.follow, PrimaryHTTP: f.primaryHTTP,
+		SyncReplicas: f.syncReplicas, SyncTimeout: f.syncTimeout, Follow: f.follow, PrimaryHTTP: f.primaryHTTP, AdvertiseHTTP: f.advertiseHTTP,
 		HTTPAddr: f.httpAddr, ReplAddr: f.replAddr, Secret: secret, TLS: tlsCfg, HTTPTLS: httpTLS, Logger: logger,
 	})
 	if err != nil {
