@@ -37,17 +37,10 @@ func (db *DB) Promote(nodeID string) (EpochRecord, error) {
 	if !ok {
 		return EpochRecord{}, ErrNoEpochs
 	}
-	db.appendMu.Lock()
-	defer db.appendMu.Unlock()
-	db.mu.Lock()
-	closed, follower := db.mu.closed, db.mu.follower
-	db.mu.Unlock()
-	switch {
-	case closed:
-		return EpochRecord{}, ErrClosed
-	case !follower:
-		return EpochRecord{}, ErrNotFollower
+	if err := db.lockAsFollower(); err != nil {
+		return EpochRecord{}, err
 	}
+	defer db.appendMu.Unlock()
 	epoch := max(el.Epoch(), el.FencedEpoch())
 	if h := el.Epochs(); len(h) > 0 {
 		epoch = max(epoch, h[len(h)-1].Epoch)
@@ -109,17 +102,10 @@ func (db *DB) AdoptEpoch(r EpochRecord) error {
 	if !ok {
 		return ErrNoEpochs
 	}
-	db.appendMu.Lock()
-	defer db.appendMu.Unlock()
-	db.mu.Lock()
-	closed, follower := db.mu.closed, db.mu.follower
-	db.mu.Unlock()
-	switch {
-	case closed:
-		return ErrClosed
-	case !follower:
-		return fmt.Errorf("flume: adopt epoch: %w", ErrNotFollower)
+	if err := db.lockAsFollower(); err != nil {
+		return err
 	}
+	defer db.appendMu.Unlock()
 	for _, h := range el.Epochs() {
 		if h.Same(r) {
 			return nil
@@ -140,16 +126,30 @@ func (db *DB) DropEmptyEpochs(keep int) error {
 	if !ok {
 		return ErrNoEpochs
 	}
-	db.appendMu.Lock()
+	if err := db.lockAsFollower(); err != nil {
+		return err
+	}
 	defer db.appendMu.Unlock()
+	return el.DropEmptyEpochs(keep)
+}
+
+// lockAsFollower takes appendMu exclusively, so that no append interleaves,
+// and checks that the DB is open (ErrClosed) and a follower
+// (ErrNotFollower): the role every change of a replica's history below the
+// application (promotion, adopted epochs, verified cuts) requires. On
+// success the caller holds appendMu and unlocks it.
+func (db *DB) lockAsFollower() error {
+	db.appendMu.Lock()
 	db.mu.Lock()
 	closed, follower := db.mu.closed, db.mu.follower
 	db.mu.Unlock()
 	switch {
 	case closed:
+		db.appendMu.Unlock()
 		return ErrClosed
 	case !follower:
-		return fmt.Errorf("flume: drop epochs: %w", ErrNotFollower)
+		db.appendMu.Unlock()
+		return ErrNotFollower
 	}
-	return el.DropEmptyEpochs(keep)
+	return nil
 }

@@ -24,17 +24,10 @@ func (db *DB) TruncateAfter(seq int64, want Hash, fork io.Writer) (TruncateRepor
 	if !ok {
 		return TruncateReport{}, fmt.Errorf("flume: truncate: the log cannot be truncated")
 	}
-	db.appendMu.Lock()
-	defer db.appendMu.Unlock()
-	db.mu.Lock()
-	closed, follower := db.mu.closed, db.mu.follower
-	db.mu.Unlock()
-	switch {
-	case closed:
-		return TruncateReport{}, ErrClosed
-	case !follower:
-		return TruncateReport{}, fmt.Errorf("flume: truncate: %w", ErrNotFollower)
+	if err := db.lockAsFollower(); err != nil {
+		return TruncateReport{}, err
 	}
+	defer db.appendMu.Unlock()
 
 	runners := db.pauseViews()
 	rep, err := tl.TruncateAfter(seq, want, fork)
