@@ -41,13 +41,15 @@ package repl
 //
 //	primary.go    Primary: accepting connections, serving one, the followers it knows
 //	sender.go     sendSession: streaming entries to one follower, its flow-control window, its acks
-//	acks.go       WaitAcked: counting durable acks and waking synchronous appends
+//	acks.go       WaitAcked: counting durable acks, the committed watermark, deposing
 //	lag.go        lag in entries, bytes and seconds on both sides; Followers and Status
 //	follower.go   Follower: the reconnect loop, dialing, states, Ready, Close
-//	receiver.go   recvSession: reading, verifying and appending entries, acking them
-//	handshake.go  both sides' handshake conversations, decide, the auth MAC
+//	receiver.go   recvSession: reading, verifying and appending entries, adopting epochs, acking
+//	handshake.go  both sides' handshake conversations, decide, fencing, the rejoin, the auth MAC
+//	cut.go        cutPoint: where a rejoining node's history parts from its primary's
 //	conn.go       wire: one connection's buffered reads and writes, deadlines, TLS
 //	protocol.go   message types, encoders and decoders
+//	encoding.go   framing, sealing and the field-level reader the messages are built from
 //	link.go       Replicate: an in-process primary/follower pair
 //	options.go    Options and their defaults; counters and status types
 //	errors.go     error values, codes and types
