@@ -144,6 +144,15 @@ func crashCases() []crashCase {
 		{"Fence/first", func(t testing.TB, l *filelog.Log) { l.SetID(crashID) }, func(l *filelog.Log) error { return l.Fence(2) }},
 		{"Fence/next", buildEpochs, func(l *filelog.Log) error { return l.Fence(9) }},
 		{"SetCommittedHint", buildEpochs, func(l *filelog.Log) error { return l.SetCommittedHint(55) }},
+		// Two promotions that wrote nothing (KAFKA-10706), dropped at once.
+		{"DropEmptyEpochs", func(t testing.TB, l *filelog.Log) {
+			buildEpochs(t, l)
+			for _, e := range []uint64{7, 8} {
+				if err := l.BeginEpoch(flumetest.NextEpochRecord(l, e)); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, func(l *filelog.Log) error { return l.DropEmptyEpochs(len(l.Epochs()) - 2) }},
 		// Cuts: inside a batch in a sealed segment, across the epoch 2
 		// boundary (epochs 2 and 3 go); at the end of a batch; at a
 		// segment boundary; inside a batch of the active segment (epoch 3
