@@ -16,7 +16,8 @@ import (
 type PeerReport struct {
 	URL string `json:"url"`
 	// Result is "ok" (not ahead of this node), "longer-log",
-	// "higher-epoch", "unreachable" (no answer, or an error status: not
+	// "higher-epoch", "live-primary" (a primary of this log still answers:
+	// promoting now would make two), "unreachable" (no answer, or an error status: not
 	// checked, does not block), "self" (this node) or "other-log" (a
 	// different log ID: not compared).
 	Result string `json:"result"`
@@ -34,6 +35,7 @@ const (
 	PeerOK          = "ok"
 	PeerLongerLog   = "longer-log"
 	PeerHigherEpoch = "higher-epoch"
+	PeerLivePrimary = "live-primary"
 	PeerUnreachable = "unreachable"
 	PeerSelf        = "self"
 	PeerOtherLog    = "other-log"
@@ -47,6 +49,8 @@ func (p PeerReport) aheadOf(since int64, epoch uint64) string {
 		return fmt.Sprintf("longer log (since %d > ours %d)", *p.Since, since)
 	case PeerHigherEpoch:
 		return fmt.Sprintf("higher epoch (%d > ours %d)", *p.Epoch, epoch)
+	case PeerLivePrimary:
+		return fmt.Sprintf("live primary (epoch %d): two primaries would take appends; demote it first (flume repoint on it) or use --force", *p.Epoch)
 	}
 	return ""
 }
@@ -135,6 +139,8 @@ func (s *Server) checkPeer(ctx context.Context, hc *http.Client, u string, self 
 		r.Result = PeerLongerLog
 	case top > ours:
 		r.Result = PeerHigherEpoch
+	case st.Role == "primary":
+		r.Result = PeerLivePrimary
 	default:
 		r.Result = PeerOK
 	}

@@ -383,10 +383,17 @@ func TestFailoverInProcess(t *testing.T) {
 	f2.waitSince(t, 9)
 	before := f1.ReplStats().EntriesReceived
 
+	// The old primary still answers: promoting would make two primaries, so
+	// promote refuses unless forced (this hand-over then demotes it).
 	r := do(t, "POST", f1.url+"/promote", "", fmt.Sprintf(`{"peers":[%q,%q]}`, f2.url, p.url))
+	wantCode(t, r, 409)
+	if e := decode[errorBody](t, r); !strings.Contains(e.Error, "live primary") {
+		t.Fatalf("promote with a live primary among the peers: %+v", e)
+	}
+	r = do(t, "POST", f1.url+"/promote", "", fmt.Sprintf(`{"force":true,"peers":[%q,%q]}`, f2.url, p.url))
 	wantCode(t, r, 200)
 	res := decode[PromoteResult](t, r)
-	if res.Epoch != 1 || res.Start != 10 || len(res.Peers) != 2 || res.Peers[0].Result != PeerOK || res.Peers[1].Result != PeerOK {
+	if res.Epoch != 1 || res.Start != 10 || len(res.Peers) != 2 || res.Peers[0].Result != PeerOK || res.Peers[1].Result != PeerLivePrimary {
 		t.Fatalf("promote: %+v", res)
 	}
 	for _, n := range []*testNode{f2, p} {

@@ -81,12 +81,17 @@ func TestPromoteRepointCommands(t *testing.T) {
 		t.Errorf("repoint to nowhere: exit %d, stderr %q", code, stderr)
 	}
 
-	code, out, stderr := runCmd(t, "", "promote", "--server", f1.url, "--peers", f2.url+","+p.url)
+	// The old primary still answers: refused unless forced.
+	code, _, stderr = runCmd(t, "", "promote", "--server", f1.url, "--peers", f2.url+","+p.url)
+	if code != exitError || !strings.Contains(stderr, "live primary") {
+		t.Errorf("promote next to a live primary: exit %d, stderr %q", code, stderr)
+	}
+	code, out, stderr := runCmd(t, "", "promote", "--server", f1.url, "--peers", f2.url+","+p.url, "--force")
 	if code != 0 {
 		t.Fatalf("promote: exit %d, stderr %q", code, stderr)
 	}
 	for _, want := range []string{"promoted: " + f1.url + " is the primary of epoch 1 from seq 2", "peer " + f2.url + ": ok (node f2, follower, since 1, epoch 0)",
-		"peer " + p.url + ": ok", "flume repoint " + f1.repl + " --primary-http " + f1.url} {
+		"peer " + p.url + ": live-primary", "flume repoint " + f1.repl + " --primary-http " + f1.url} {
 		if !strings.Contains(out, want) {
 			t.Errorf("promote output lacks %q:\n%s", want, out)
 		}
