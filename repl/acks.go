@@ -41,7 +41,7 @@ func (p *Primary) countLocked(seq int64) int {
 // once, for waits in progress too: a deposed primary acknowledges nothing.
 // Many writers waiting on one ack are woken together (group commit).
 func (p *Primary) WaitAcked(ctx context.Context, seq int64, k int) (int, error) {
-	deposed := p.db.Deposed() // read outside p.mu: no repl lock is held while calling the DB
+	deposed := p.deposed.Load() // the Primary's own copy: no DB lock on a sync append's path
 	p.mu.Lock()
 	n := p.countLocked(seq)
 	if deposed != nil {
@@ -71,7 +71,7 @@ func (p *Primary) WaitAcked(ctx context.Context, seq int64, k int) (int, error) 
 	delete(p.mu.waiters, w)
 	n = p.countLocked(seq)
 	p.mu.Unlock()
-	if d := p.db.Deposed(); d != nil {
+	if d := p.deposed.Load(); d != nil {
 		return n, d
 	}
 	if n >= k {
@@ -87,6 +87,7 @@ func (p *Primary) depose(epoch uint64, primary string) {
 		p.log.Warn("repl: deposed: a newer primary exists; acknowledging no more appends", "epoch", epoch, "primary", primary)
 	}
 	p.db.Depose(epoch, primary)
+	p.deposed.Store(p.db.Deposed())
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for w := range p.mu.waiters {

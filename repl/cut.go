@@ -213,14 +213,8 @@ func cutPoint(primary, follower historyView) (cutDecision, error) {
 	}
 
 	// 2. Stale epoch (rows 5a, 5b).
-	pe := p.epoch()
-	switch {
-	case p.FencedEpoch > pe:
-		return refuse(CodeStaleEpoch, "the primary is in epoch %d but has itself promised to honour epoch %d: it has been deposed", pe, p.FencedEpoch)
-	case f.FencedEpoch > pe:
-		return refuse(CodeStaleEpoch, "the primary's epoch %d is older than the follower's fenced epoch %d: the primary has been deposed", pe, f.FencedEpoch)
-	case f.epoch() > pe:
-		return refuse(CodeStaleEpoch, "the primary's epoch %d is older than the follower's newest epoch %d: the primary has been deposed", pe, f.epoch())
+	if err := staleEpoch(p, f); err != nil {
+		return cutDecision{}, err
 	}
 
 	// 3. Match records by epoch number; one number, one promotion.
@@ -280,7 +274,7 @@ func cutPoint(primary, follower historyView) (cutDecision, error) {
 	}
 	// 7. The follower holds entries (t, f.Since] that the primary lacks.
 	if k, n := f.cover(t+1), len(p.Epochs)-1; t == p.Since && (k < 0 && n < 0 || k >= 0 && n >= 0 && f.Epochs[k].Same(p.Epochs[n])) {
-		return refuse(CodeAhead, "the follower holds seqs %d-%d of the primary's own current epoch %d, which the primary lacks: the primary lost entries it wrote, which may have been acknowledged", t+1, f.Since, pe)
+		return refuse(CodeAhead, "the follower holds seqs %d-%d of the primary's own current epoch %d, which the primary lacks: the primary lost entries it wrote, which may have been acknowledged", t+1, f.Since, p.epoch())
 	}
 	if t < 0 {
 		return refuse(CodeDiverged, "no entry is provably common (the histories part at seq 0); a rejoin never cuts a whole log")

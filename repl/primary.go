@@ -8,6 +8,7 @@ import (
 	"net"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/flume-go/flume"
@@ -33,8 +34,11 @@ type Primary struct {
 	// ack reader, and one lag tracker. Close cancels ctx and waits for it.
 	wg sync.WaitGroup
 
-	done  chan struct{} // closed at the end of Close
-	owned bool          // made by Replicate: closed with its last link
+	done chan struct{} // closed at the end of Close
+	// deposed is set by depose (a newer epoch exists): WaitAcked fails with
+	// it. Kept here so that a sync append's wait takes no DB lock.
+	deposed atomic.Pointer[flume.DeposedError]
+	owned   bool // made by Replicate: closed with its last link
 
 	// mu is taken before a sendSession's mu (LOCKS.md).
 	mu struct {
