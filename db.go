@@ -81,6 +81,15 @@ type DB struct {
 	mu struct {
 		sync.Mutex
 		since int64 // last published (durable) seq
+		// logSince is the last seq in the log: since, plus the entries a
+		// follower holds (HoldAbove).
+		logSince int64
+		// holding: a follower publishes no entry above hold (HoldAbove).
+		holding bool
+		hold    int64
+		// ownEpoch: the log's current epoch was begun by this DB (Promote,
+		// NewEpoch), so every entry of it was written by this process.
+		ownEpoch bool
 		// changed is closed and replaced when since grows, but only if
 		// someone took it (chTaken): appends nobody waits for then cost no
 		// allocation. Close closes it and replaces it one last time.
@@ -123,6 +132,7 @@ func Open(log Log, opts *Options) (*DB, error) {
 	db := &DB{log: log, opts: opts.withDefaults(), closedCh: make(chan struct{})}
 	db.ctx, db.cancel = context.WithCancel(context.Background())
 	db.mu.since = log.Since()
+	db.mu.logSince = db.mu.since
 	db.mu.changed = make(chan struct{})
 	db.mu.views = make(map[string]*viewRunner)
 	return db, nil
@@ -255,10 +265,20 @@ func (db *DB) Watch(fn func(since int64)) (stop func()) {
 	return stop
 }
 
-// publish raises since to last (never lowers it) and wakes waiters.
+// publish records that the log now ends at last or later and raises since
+// to it (never lowering it; capped at the hold of a follower that holds, see
+// HoldAbove), waking waiters.
 func (db *DB) publish(last int64) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
+	db.publishLocked(last)
+}
+
+func (db *DB) publishLocked(last int64) {
+	db.mu.logSince = max(db.mu.logSince, last)
+	if db.mu.holding {
+		last = min(last, db.mu.hold)
+	}
 	if last <= db.mu.since {
 		return
 	}
@@ -379,6 +399,11 @@ func (db *DB) ClaimReplicator(r Replicator) error {
 		return ErrHasPrimary
 	}
 	db.mu.replicator = r
+	if er, ok := r.(EarlyReplicator); ok {
+		if wo, ok := db.log.(WriteObserver); ok && SyncsOnAppend(db.log) {
+			wo.ObserveWrites(er.Written)
+		}
+	}
 	return nil
 }
 
@@ -390,6 +415,9 @@ func (db *DB) ReleaseReplicator(r Replicator) {
 	defer db.mu.Unlock()
 	if db.mu.replicator == r {
 		db.mu.replicator = nil
+		if wo, ok := db.log.(WriteObserver); ok {
+			wo.ObserveWrites(nil)
+		}
 	}
 }
 
@@ -456,6 +484,47 @@ func (db *DB) SetFollower(on bool, primary string) {
 	db.mu.Lock()
 	defer db.mu.Unlock()
 	db.mu.follower, db.mu.primary = on, primary
+	if !on {
+		db.endHoldLocked()
+	}
+}
+
+// HoldAbove makes a follower DB keep the entries above seq from its readers
+// and views: they are stored (and acknowledged to the primary as durable)
+// but not published until a later HoldAbove raises seq past them. It is how
+// a follower exposes no more than its primary does, when the primary sends
+// entries before its own fsync has made them durable (parallel fsyncs): a
+// primary that loses such entries in a power failure never acknowledged
+// them, and a follower that held them cuts them when it rejoins, so no
+// reader ever saw them. The hold only rises (a lower seq is ignored) and
+// lasts while the DB follows, across reconnections to any primary; Promote
+// and SetFollower(false) end it and publish every held entry. A DB
+// reopened after a crash publishes what its log holds.
+func (db *DB) HoldAbove(seq int64) {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	if db.mu.closed {
+		return
+	}
+	if !db.mu.holding || seq > db.mu.hold {
+		db.mu.holding, db.mu.hold = true, max(seq, db.mu.since)
+	}
+	db.publishLocked(db.mu.logSince)
+}
+
+// Held returns how many entries the DB holds above its published since
+// (HoldAbove): in the log, not yet visible to readers.
+func (db *DB) Held() int64 {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.mu.logSince - db.mu.since
+}
+
+// endHoldLocked ends a follower's hold and publishes what it held. db.mu is
+// held.
+func (db *DB) endHoldLocked() {
+	db.mu.holding = false
+	db.publishLocked(db.mu.logSince)
 }
 
 // Role reports whether the DB is a follower and of which primary.

@@ -126,3 +126,33 @@ func SyncsOnAppend(l Log) bool {
 	s, ok := l.(AppendSyncer)
 	return ok && s.SyncsOnAppend()
 }
+
+// WriteObserver is an optional interface of a Log that syncs on append
+// (AppendSyncer): it reports each batch of appended entries once the batch
+// is written and before its fsync, so that replication can send the entries
+// to followers while the primary's own fsync runs (parallel fsyncs for
+// synchronous appends). filelog implements it under SyncAlways.
+type WriteObserver interface {
+	Log
+	// ObserveWrites installs fn (nil removes it). The log calls fn once per
+	// written batch, in seq order, after the batch's bytes are written and
+	// before they are fsynced and published, with the batch's first and
+	// last seq and its frames exactly as stored (frame package format),
+	// valid only during the call. A batch whose fsync then fails is never
+	// published, and the log takes no more writes until it is reopened, so
+	// a seq is never reported twice with different content. fn runs with
+	// the log's writer lock held: it must be quick, must not block and must
+	// not call into the log.
+	ObserveWrites(fn func(first, last int64, frames []byte))
+}
+
+// EarlyReplicator is an optional interface of a Replicator: it takes the
+// batches a WriteObserver log reports before they are durable, to send
+// them to followers in parallel with the local fsync. The followers hold
+// such entries without exposing them until the primary has published them
+// (see DB.HoldAbove). The DB connects the two in ClaimReplicator.
+type EarlyReplicator interface {
+	Replicator
+	// Written is the WriteObserver callback (same contract).
+	Written(first, last int64, frames []byte)
+}

@@ -41,29 +41,14 @@ func (db *DB) Promote(nodeID string) (EpochRecord, error) {
 		return EpochRecord{}, err
 	}
 	defer db.appendMu.Unlock()
-	epoch := max(el.Epoch(), el.FencedEpoch())
-	if h := el.Epochs(); len(h) > 0 {
-		epoch = max(epoch, h[len(h)-1].Epoch)
-	}
-	epoch++
-	since, hash := el.Head()
-	r := EpochRecord{Epoch: epoch, Start: since + 1, Prev: hash, When: time.Now().UnixNano()}
-	if _, err := rand.Read(r.Promotion[:]); err != nil {
+	r, err := beginEpoch(el, nodeID)
+	if err != nil {
 		return EpochRecord{}, fmt.Errorf("flume: promote: %w", err)
-	}
-	sum := sha256.Sum256([]byte(nodeID))
-	r.Promoter = binary.LittleEndian.Uint32(sum[:4])
-	// Fenced first: a crash between the two leaves a node that refuses the
-	// old primary and has not begun the epoch, which a retried Promote
-	// finishes (at a higher number, as the fence counts as seen).
-	if err := el.Fence(epoch); err != nil {
-		return EpochRecord{}, fmt.Errorf("flume: promote: fence at epoch %d: %w", epoch, err)
-	}
-	if err := el.BeginEpoch(r); err != nil {
-		return EpochRecord{}, fmt.Errorf("flume: promote: begin epoch %d: %w", epoch, err)
 	}
 	db.mu.Lock()
 	db.mu.follower, db.mu.primary, db.mu.upstream, db.mu.deposed = false, "", false, nil
+	db.endHoldLocked() // what it held is the new epoch's history now
+	db.mu.ownEpoch = true
 	db.mu.Unlock()
 	return r, nil
 }
@@ -114,6 +99,9 @@ func (db *DB) AdoptEpoch(r EpochRecord) error {
 	if err := el.BeginEpoch(r); err != nil {
 		return fmt.Errorf("flume: adopt %s: %w", r, err)
 	}
+	db.mu.Lock()
+	db.mu.ownEpoch = false
+	db.mu.Unlock()
 	return nil
 }
 
@@ -152,4 +140,81 @@ func (db *DB) lockAsFollower() error {
 		return ErrNotFollower
 	}
 	return nil
+}
+
+// beginEpoch fences el at, and begins, an epoch one higher than any el has
+// seen (its own epoch, its last record's, its fenced epoch), starting at
+// Since()+1. appendMu is held exclusively.
+func beginEpoch(el EpochLog, nodeID string) (EpochRecord, error) {
+	epoch := max(el.Epoch(), el.FencedEpoch())
+	if h := el.Epochs(); len(h) > 0 {
+		epoch = max(epoch, h[len(h)-1].Epoch)
+	}
+	epoch++
+	since, hash := el.Head()
+	r := EpochRecord{Epoch: epoch, Start: since + 1, Prev: hash, When: time.Now().UnixNano()}
+	if _, err := rand.Read(r.Promotion[:]); err != nil {
+		return EpochRecord{}, err
+	}
+	sum := sha256.Sum256([]byte(nodeID))
+	r.Promoter = binary.LittleEndian.Uint32(sum[:4])
+	// Fenced first: a crash between the two leaves a node that refuses the
+	// old primary and has not begun the epoch, which a retried Promote
+	// finishes (at a higher number, as the fence counts as seen).
+	if err := el.Fence(epoch); err != nil {
+		return EpochRecord{}, fmt.Errorf("fence at epoch %d: %w", epoch, err)
+	}
+	if err := el.BeginEpoch(r); err != nil {
+		return EpochRecord{}, fmt.Errorf("begin epoch %d: %w", epoch, err)
+	}
+	return r, nil
+}
+
+// NewEpoch begins a new epoch on a primary DB (one that takes client
+// appends), as Promote does on a follower: one higher than any the log has
+// seen, durable before NewEpoch returns and before any entry of the epoch.
+// Replication calls it when a primary that sends entries before its own
+// fsync starts serving (repl.NewPrimary): entries a follower received from
+// an earlier run of the primary and the primary then lost in a power
+// failure lie in the previous epoch, so a rejoin cuts them at the exact
+// seq where this run's history begins, as Kafka's leader epoch does on every
+// election. It fails with ErrHasUpstream on a follower, the *DeposedError
+// on a deposed primary, ErrNoEpochs if the log keeps no epoch history and
+// ErrClosed after Close; then nothing changes.
+func (db *DB) NewEpoch(nodeID string) (EpochRecord, error) {
+	el, ok := db.log.(EpochLog)
+	if !ok {
+		return EpochRecord{}, ErrNoEpochs
+	}
+	db.appendMu.Lock()
+	defer db.appendMu.Unlock()
+	db.mu.Lock()
+	closed, follower, deposed := db.mu.closed, db.mu.follower, db.mu.deposed
+	db.mu.Unlock()
+	switch {
+	case closed:
+		return EpochRecord{}, ErrClosed
+	case follower:
+		return EpochRecord{}, ErrHasUpstream
+	case deposed != nil:
+		return EpochRecord{}, deposed
+	}
+	r, err := beginEpoch(el, nodeID)
+	if err != nil {
+		return EpochRecord{}, fmt.Errorf("flume: new epoch: %w", err)
+	}
+	db.mu.Lock()
+	db.mu.ownEpoch = true
+	db.mu.Unlock()
+	return r, nil
+}
+
+// OwnEpoch reports whether the log's current epoch was begun by this DB
+// since it was opened (Promote or NewEpoch), so that every entry of that
+// epoch was written by this process. A DB that adopts a primary's epoch
+// (AdoptEpoch) no longer owns its current one.
+func (db *DB) OwnEpoch() bool {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return db.mu.ownEpoch
 }

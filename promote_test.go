@@ -190,3 +190,92 @@ func TestTruncateAfter(t *testing.T) {
 		t.Fatalf("TruncateAfter on a primary = %v, want ErrNotFollower", err)
 	}
 }
+
+// TestHoldAbove: a follower that holds stores entries above its hold but
+// shows none of them to readers until the hold rises; a promotion shows
+// them all. (Parallel fsyncs: a follower exposes no more than its primary.)
+func TestHoldAbove(t *testing.T) {
+	ctx := context.Background()
+	fdb, primary := replicatedFollower(t, 2) // seqs 0-1, exposed
+	fdb.HoldAbove(1)
+	var es []flume.Entry
+	for i := int64(2); i < 6; i++ {
+		s, err := primary.Append(val(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		e, _ := primary.Entry(s)
+		es = append(es, e)
+	}
+	if err := fdb.AppendReplicated(es); err != nil {
+		t.Fatal(err)
+	}
+	if fdb.Since() != 1 || fdb.Held() != 4 || fdb.Log().Since() != 5 {
+		t.Fatalf("since %d, held %d, log %d; want 1, 4 held, log 5", fdb.Since(), fdb.Held(), fdb.Log().Since())
+	}
+	if _, err := fdb.Get(ctx, 2); !errors.Is(err, flume.ErrNotFound) {
+		t.Fatalf("Get of a held entry = %v, want ErrNotFound", err)
+	}
+	n := 0
+	for st := fdb.Stream(ctx, flume.StreamOptions{}); st.Next(); {
+		n++
+	}
+	if n != 2 {
+		t.Fatalf("a stream shows %d entries, want the 2 exposed", n)
+	}
+	fdb.HoldAbove(3)
+	if fdb.Since() != 3 {
+		t.Fatalf("since %d after raising the hold to 3", fdb.Since())
+	}
+	fdb.HoldAbove(2) // a hold never falls
+	if fdb.Since() != 3 || fdb.Held() != 2 {
+		t.Fatalf("since %d, held %d after a lower hold; want 3, 2", fdb.Since(), fdb.Held())
+	}
+	if _, err := fdb.Promote("n1"); err != nil {
+		t.Fatal(err)
+	}
+	if fdb.Since() != 5 || fdb.Held() != 0 {
+		t.Fatalf("after promote: since %d, held %d; want every entry exposed", fdb.Since(), fdb.Held())
+	}
+	if eps := fdb.Log().(flume.EpochLog).Epochs(); len(eps) != 1 || eps[0].Start != 6 {
+		t.Fatalf("promoted epochs %v: the new epoch must begin after the held entries", eps)
+	}
+}
+
+// TestNewEpoch: a primary begins a new epoch above every one it has seen,
+// durably, and owns it; a follower or a deposed primary cannot.
+func TestNewEpoch(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t, nil)
+	if db.OwnEpoch() {
+		t.Fatal("a freshly opened DB owns its epoch")
+	}
+	if _, err := db.Append(ctx, val(0)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := db.NewEpoch("p")
+	if err != nil {
+		t.Fatal(err)
+	}
+	el := db.Log().(flume.EpochLog)
+	if r.Epoch != 1 || r.Start != 1 || el.FencedEpoch() != 1 || !db.OwnEpoch() {
+		t.Fatalf("new epoch %v, fenced %d, own %v; want epoch 1 from seq 1, fenced at 1, owned", r, el.FencedEpoch(), db.OwnEpoch())
+	}
+	seq, err := db.Append(ctx, val(1))
+	if e, _ := db.Log().Entry(seq); err != nil || e.Epoch != 1 {
+		t.Fatalf("append after NewEpoch: %v, epoch %d", err, e.Epoch)
+	}
+
+	db.Depose(5, "other:7601")
+	var de *flume.DeposedError
+	if _, err := db.NewEpoch("p"); !errors.As(err, &de) {
+		t.Fatalf("NewEpoch on a deposed primary = %v, want the DeposedError", err)
+	}
+	fdb, _ := replicatedFollower(t, 1)
+	if _, err := fdb.NewEpoch("f"); !errors.Is(err, flume.ErrHasUpstream) {
+		t.Fatalf("NewEpoch on a follower = %v, want ErrHasUpstream", err)
+	}
+	if h := fdb.Log().(flume.EpochLog).Epochs(); len(h) != 0 {
+		t.Fatalf("a refused NewEpoch changed the history: %v", h)
+	}
+}

@@ -33,7 +33,11 @@ func (db *DB) TruncateAfter(seq int64, want Hash, fork io.Writer) (TruncateRepor
 	rep, err := tl.TruncateAfter(seq, want, fork)
 	// Compared with the log rather than trusted from rep: a cut that failed
 	// after its point of no return has still shortened the log.
-	if after := tl.Since(); after < db.Since() {
+	after := tl.Since()
+	db.mu.Lock()
+	db.mu.logSince = after
+	db.mu.Unlock()
+	if after < db.Since() {
 		db.mu.Lock()
 		db.mu.since = after
 		db.truncations.Add(1)

@@ -95,7 +95,10 @@ type Log struct {
 	}
 
 	sinceA atomic.Int64 // published since, for lock-free Since
-	cutGen atomic.Int64 // len(mu.cuts), for iterators' lock-free check
+	// observer is the WriteObserver callback (ObserveWrites), called by
+	// flushLocked between a batch's write and its fsync.
+	observer atomic.Pointer[func(first, last int64, frames []byte)]
+	cutGen   atomic.Int64 // len(mu.cuts), for iterators' lock-free check
 
 	// st guards the fencing state and serializes the writes of the state
 	// file (state.go). Taken before mu; Close takes it to wait for a

@@ -16,6 +16,20 @@ var _ flume.AppendSyncer = (*Log)(nil)
 // where Append returns after the fsync that covers its entries.
 func (l *Log) SyncsOnAppend() bool { return l.opts.Sync == SyncAlways }
 
+var _ flume.WriteObserver = (*Log)(nil)
+
+// ObserveWrites implements flume.WriteObserver. Only under SyncAlways is
+// there a window between write and fsync to report: under the other
+// policies a batch is published as soon as it is written, and fn is never
+// called.
+func (l *Log) ObserveWrites(fn func(first, last int64, frames []byte)) {
+	if fn == nil {
+		l.observer.Store(nil)
+		return
+	}
+	l.observer.Store(&fn)
+}
+
 // Sync implements flume.Log: it fsyncs everything appended so far.
 func (l *Log) Sync() error {
 	l.mu.RLock()

@@ -274,6 +274,12 @@ func (l *Log) flushLocked() {
 	l.w.size += int64(len(b.buf))
 	l.w.unsynced = true
 	if l.opts.Sync == SyncAlways {
+		if fn := l.observer.Load(); fn != nil {
+			// Written, not yet durable: replication sends the batch while
+			// the fsync below runs. If the fsync fails the error is sticky,
+			// so these seqs are never written again with other content.
+			(*fn)(b.last-int64(len(b.offs))+1, b.last, b.buf)
+		}
 		if err := l.syncLocked(); err != nil {
 			fail(err)
 			return

@@ -98,8 +98,10 @@ func (p *Primary) depose(epoch uint64, primary string) {
 
 // committed is the committed watermark: the highest seq that the DB's
 // required number of synchronous followers (flume.Options.SyncReplicas)
-// have acknowledged as durable, -1 if none is required or acked. Sent in
-// heartbeats, it is what a rejoin may never cut.
+// have acknowledged as durable and the primary has published (with
+// parallel fsyncs a follower may ack what the primary has not yet made
+// durable, and no writer has been answered for it), -1 if none is required
+// or acked. Sent in heartbeats, it is what a rejoin may never cut.
 func (p *Primary) committed() int64 {
 	k := p.db.Options().SyncReplicas
 	if k <= 0 {
@@ -117,5 +119,5 @@ func (p *Primary) committed() int64 {
 		return -1
 	}
 	sort.Slice(acked, func(i, j int) bool { return acked[i] > acked[j] })
-	return acked[k-1]
+	return min(acked[k-1], p.db.Since())
 }

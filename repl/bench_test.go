@@ -172,15 +172,23 @@ func BenchmarkSyncAppend(b *testing.B) {
 		log     string
 		writers int
 		k       int
-	}{{"memlog", 1, 1}, {"memlog", 64, 1}, {"file-always", 1, 1}, {"file-always", 64, 1},
-		// Baselines: the same primary without waiting for a follower.
-		{"file-always", 1, 0}, {"file-always", 64, 0}} {
+		serial  bool // Options.SendAfterSync: the fsyncs one after the other
+	}{{"memlog", 1, 1, false}, {"memlog", 64, 1, false}, {"file-always", 1, 1, false}, {"file-always", 64, 1, false},
+		// Baselines: the same primary without waiting for a follower, and
+		// with the primary's and the follower's fsyncs in series.
+		{"file-always", 1, 0, false}, {"file-always", 64, 0, false}, {"file-always", 1, 1, true}, {"file-always", 64, 1, true}} {
 		writers := c.writers
-		b.Run(fmt.Sprintf("log=%s/writers=%d/k=%d", c.log, writers, c.k), func(b *testing.B) {
+		name := fmt.Sprintf("log=%s/writers=%d/k=%d", c.log, writers, c.k)
+		if c.serial {
+			name += "/serial"
+		}
+		b.Run(name, func(b *testing.B) {
 			pl, fl := benchLog(b, c.log), benchLog(b, c.log)
 			pdb := benchDB(b, pl, &flume.Options{SyncReplicas: c.k, SyncTimeout: 10 * time.Second})
 			fdb := benchDB(b, fl, nil)
-			_, addr := servePrimary(b, pdb, benchOpts())
+			popts := benchOpts()
+			popts.SendAfterSync = c.serial
+			prim, addr := servePrimary(b, pdb, popts)
 			f, err := NewFollower(fdb, addr, benchOpts())
 			if err != nil {
 				b.Fatal(err)
@@ -231,6 +239,8 @@ func BenchmarkSyncAppend(b *testing.B) {
 				b.ReportMetric(float64(fs.Entries)/float64(max(1, fs.Syncs)), "entries/follower-fsync")
 				b.ReportMetric(float64(ps.Stats().SyncTime.Microseconds())/float64(max(1, ps.Stats().Syncs)), "µs/primary-fsync")
 				b.ReportMetric(float64(fs.SyncTime.Microseconds())/float64(max(1, fs.Syncs)), "µs/follower-fsync")
+				st := prim.Stats()
+				b.ReportMetric(float64(st.EarlySent)/float64(max(1, ps.Stats().Syncs)), "early-sends/primary-fsync")
 			}
 		})
 	}

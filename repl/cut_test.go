@@ -189,6 +189,17 @@ func TestCutPoint(t *testing.T) {
 		{name: "primary promoted right after the old primary's last common entry",
 			p: c5.promote(2, 'b').view(), f: c5.append(3).view(hint(4)), want: cutDecision{To: 4, Cut: true, KeepEpochs: 1}},
 
+		// A primary that lost its unsynced tail in a power failure (parallel
+		// fsyncs sent it; or SyncInterval published it) begins a new epoch
+		// at its recovered head when it restarts (startEpoch), so a follower
+		// that holds the tail is cut exactly there, unless it was committed.
+		{name: "primary restarted after a power loss, lost tail held by the follower: cut at the restart epoch",
+			p: c5.promote(2, 'r').view(), f: c5.append(2).view(hint(4)), want: cutDecision{To: 4, Cut: true, KeepEpochs: 1}},
+		{name: "primary restarted after a power loss and wrote new entries at the lost seqs: cut at the restart epoch",
+			p: c5.promote(2, 'r').append(3).view(), f: c5.append(2).view(hint(4)), want: cutDecision{To: 4, Cut: true, KeepEpochs: 1}},
+		{name: "primary restarted after a power loss, the follower's hint covers the lost tail: refuse",
+			p: c5.promote(2, 'r').append(3).view(), f: c5.append(2).view(hint(6)), code: CodeWouldLoseCommitted, msg: "below the follower's committed hint 6"},
+
 		// Stale epoch (rows 5a, 5b).
 		{name: "stale: primary's epoch below the follower's fenced epoch (5a)",
 			p: c5.append(2).view(), f: c5.view(fenced(2)), code: CodeStaleEpoch, msg: "follower's fenced epoch 2"},

@@ -75,6 +75,18 @@ type Options struct {
 	// message. Defaults 256 KiB and 1024 entries. A single larger entry is
 	// sent alone.
 	MaxBatchBytes, MaxBatchEntries int
+
+	// SendAfterSync (Primary only) turns off parallel fsyncs: entries are
+	// sent to followers only once the primary's own fsync has made them
+	// durable, as before protocol version 4, so a synchronous append waits
+	// for the two fsyncs one after the other. By default a primary whose
+	// log syncs on append (filelog SyncAlways) sends each batch as soon as
+	// it is written; followers hold such entries unexposed until the
+	// primary publishes them (flume.DB.HoldAbove). Either way each start of
+	// a Primary over a non-empty filelog begins a new epoch
+	// (flume.DB.NewEpoch), so that entries it lost in a power failure are
+	// cut from its followers at the exact seq where its new history begins.
+	SendAfterSync bool
 }
 
 // validate reports the first option that has no meaning (a negative
@@ -182,6 +194,10 @@ type Stats struct {
 	EntriesReceived int64
 	BytesReceived   int64 // bytes of entry frames received
 	Cuts            int64 // follower: rejoins that cut entries the primary lacked (kept in ForkDir)
+	// EarlyBatches (primary) counts batches handed to the senders before
+	// the primary's fsync (parallel fsyncs); EarlySent counts the Entries
+	// messages sent that way, over all followers.
+	EarlyBatches, EarlySent int64
 }
 
 type stats struct {
@@ -189,6 +205,7 @@ type stats struct {
 	entriesSent, bytesSent                         atomic.Int64
 	entriesReceived, bytesReceived                 atomic.Int64
 	cuts                                           atomic.Int64
+	earlyBatches, earlySent                        atomic.Int64
 }
 
 func (s *stats) snapshot() Stats {
@@ -196,6 +213,7 @@ func (s *stats) snapshot() Stats {
 		Handshakes: s.handshakes.Load(), Refusals: s.refusals.Load(), AuthFailures: s.authFailures.Load(),
 		Reconnects: s.reconnects.Load(), EntriesSent: s.entriesSent.Load(), BytesSent: s.bytesSent.Load(),
 		EntriesReceived: s.entriesReceived.Load(), BytesReceived: s.bytesReceived.Load(), Cuts: s.cuts.Load(),
+		EarlyBatches: s.earlyBatches.Load(), EarlySent: s.earlySent.Load(),
 	}
 }
 

@@ -39,6 +39,7 @@ type Primary struct {
 	// it. Kept here so that a sync append's wait takes no DB lock.
 	deposed atomic.Pointer[flume.DeposedError]
 	owned   bool // made by Replicate: closed with its last link
+	early   earlyState
 
 	// mu is taken before a sendSession's mu (LOCKS.md).
 	mu struct {
@@ -91,6 +92,10 @@ func newPrimary(db *flume.DB, opts *Options, owned bool) (*Primary, error) {
 	p.mu.followers = make(map[string]*followerState)
 	p.mu.waiters = make(map[*ackWaiter]struct{})
 	p.lag.init(8192)
+	if err := p.startEpoch(); err != nil {
+		p.cancel()
+		return nil, fmt.Errorf("repl: NewPrimary: %w", err)
+	}
 	since, ch := db.Changed()
 	p.lag.record(since, time.Now())
 	// Claimed last: another goroutine may find p through db.Replicator()

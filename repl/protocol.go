@@ -24,7 +24,7 @@ import (
 const (
 	// Version is the protocol version this package speaks. A peer with a
 	// different version is refused with ErrVersion on both sides.
-	Version uint16 = 3
+	Version uint16 = 4
 
 	preambleSize = 8
 	// maxPreAuthMessage bounds a message before authentication succeeded,
@@ -443,8 +443,8 @@ func decodeBatch(b []byte) (batch, error) {
 	if uint64(len(m.Frames)) < uint64(m.Count)*frame.HeaderSize {
 		return batch{}, protoErr("Entries message: %d bytes cannot hold %d frames", len(m.Frames), m.Count)
 	}
-	if last := m.First + int64(m.Count) - 1; last > m.PrimarySince {
-		return batch{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("Entries message: batch ends at %d, after the primary's since %d", last, m.PrimarySince)}
+	if m.PrimarySince < -1 {
+		return batch{}, &ProtocolError{Code: CodeBadPosition, Reason: fmt.Sprintf("Entries message: primary since %d is below -1", m.PrimarySince)}
 	}
 	return m, nil
 }

@@ -154,7 +154,7 @@ func TestDecodeBatchRejects(t *testing.T) {
 		"count too low":          mutate(func(b []byte) []byte { binary.LittleEndian.PutUint32(b[16:], 2); return b }),
 		"count zero":             mutate(func(b []byte) []byte { binary.LittleEndian.PutUint32(b[16:], 0); return b }),
 		"first mismatch":         mutate(func(b []byte) []byte { binary.LittleEndian.PutUint64(b[8:], 1); return b }),
-		"beyond primary since":   mutate(func(b []byte) []byte { binary.LittleEndian.PutUint64(b[0:], 1); return b }),
+		"primary since below -1": mutate(func(b []byte) []byte { binary.LittleEndian.PutUint64(b[0:], ^uint64(1)); return b }),
 		"negative first":         mutate(func(b []byte) []byte { binary.LittleEndian.PutUint64(b[8:], ^uint64(4)); return b }),
 		"truncated":              good[:len(good)-1],
 		"trailing garbage":       append(append([]byte(nil), good...), 0),

@@ -163,6 +163,9 @@ func (s *recvSession) readLoop(next int64) {
 			f.mu.Lock()
 			f.notePrimarySinceLocked(max(f.mu.primarySince, m.PrimarySince), time.Now())
 			f.mu.Unlock()
+			// Expose no more than the primary has published: entries sent
+			// before its fsync are held until it announces them.
+			f.db.HoldAbove(m.PrimarySince)
 			// Received progress rides on the next durable ack or
 			// heartbeat; one ack per append keeps the primary's window
 			// moving without doubling the ack traffic.
@@ -192,6 +195,7 @@ func (s *recvSession) readLoop(next int64) {
 			f.mu.Lock()
 			f.notePrimarySinceLocked(max(f.mu.primarySince, m.Since), time.Now())
 			f.mu.Unlock()
+			f.db.HoldAbove(m.Since)
 			if m.Committed > s.committed.Load() {
 				s.committed.Store(m.Committed)
 			}
@@ -245,7 +249,7 @@ func (s *recvSession) appendLoop() {
 			// Keep the good prefix: retry batch by batch.
 			last = -2
 			for _, b := range held {
-				if b.entries[0].Seq <= f.db.Since() {
+				if b.entries[0].Seq <= f.db.Log().Since() {
 					last = b.entries[len(b.entries)-1].Seq
 					continue // appended before the failure
 				}

@@ -157,17 +157,52 @@ func (s *sendSession) windowOpen() bool {
 // sendLoop streams entries from `from` on, then live, with heartbeats. It
 // reads the log through a flume.Cursor, never past the since it puts in the
 // batch header, and stops reading while the flow-control window is shut.
+// With parallel fsyncs (early.go) it also sends the written, unpublished
+// batch once it has sent everything published, and announces the
+// primary's since with a heartbeat as soon as it covers entries sent that
+// way, so that the followers expose them without waiting for a batch.
 func (s *sendSession) sendLoop(from int64) error {
 	p, w := s.p, s.w
 	c := p.db.Cursor(from)
-	defer c.Close()
+	defer func() { c.Close() }()
 	hb := time.NewTicker(p.opts.Heartbeat)
 	defer hb.Stop()
 	lastSend := time.Now()
 	maxBytes, maxEntries := p.opts.MaxBatchBytes, p.opts.MaxBatchEntries
+	sent := from - 1      // last seq sent
+	announced := from - 1 // highest primary since the follower was told
+	record := func(last int64, count, frameBytes int) error {
+		s.mu.Lock()
+		s.mu.sentSeq = last
+		s.mu.sentBytes += int64(frameBytes)
+		s.mu.sentCount += int64(count)
+		s.mu.recs = append(s.mu.recs, sentRec{last: last, cum: s.mu.sentBytes})
+		s.mu.Unlock()
+		p.stats.entriesSent.Add(int64(count))
+		p.stats.bytesSent.Add(int64(frameBytes))
+		if err := w.flush(); err != nil {
+			return err
+		}
+		lastSend = time.Now()
+		return nil
+	}
+	heartbeat := func(since int64, now time.Time) error {
+		w.out = appendHeartbeat(w.out, heartbeat{Since: since, UnixNano: now.UnixNano(), Through: sent, Committed: p.committed()})
+		if err := w.flush(); err != nil {
+			return err
+		}
+		lastSend, announced = now, max(announced, since)
+		return nil
+	}
 	for {
+		earlyCh := p.earlyChanged() // before reading the state it signals
 		since, changed := p.db.Changed()
-		for c.NextSeq() <= since && s.windowOpen() {
+		if c.NextSeq() <= sent && sent <= since {
+			// Sent early, published since: read on after them.
+			c.Close()
+			c = p.db.Cursor(sent + 1)
+		}
+		for c.NextSeq() <= since && c.NextSeq() > sent && s.windowOpen() {
 			buf, start := appendBatchHeader(w.out, since, c.NextSeq())
 			count, frameBytes := 0, 0
 			for count < maxEntries && len(buf)-start < maxBytes && c.NextSeq() <= since && c.Next() {
@@ -182,19 +217,28 @@ func (s *sendSession) sendLoop(from int64) error {
 				return fmt.Errorf("repl: reading the log: %w", c.Err())
 			}
 			w.out = finishBatch(buf, start, uint32(count))
-			last := c.NextSeq() - 1
-			s.mu.Lock()
-			s.mu.sentSeq = last
-			s.mu.sentBytes += int64(frameBytes)
-			s.mu.sentCount += int64(count)
-			s.mu.recs = append(s.mu.recs, sentRec{last: last, cum: s.mu.sentBytes})
-			s.mu.Unlock()
-			p.stats.entriesSent.Add(int64(count))
-			p.stats.bytesSent.Add(int64(frameBytes))
-			if err := w.flush(); err != nil {
+			sent, announced = c.NextSeq()-1, max(announced, since)
+			if err := record(sent, count, frameBytes); err != nil {
 				return err
 			}
-			lastSend = time.Now()
+		}
+		if sent >= since && s.windowOpen() {
+			buf, last, frameBytes := p.appendEarly(w.out, sent+1, since)
+			if last > sent {
+				w.out = buf
+				count := int(last - sent)
+				sent, announced = last, max(announced, since)
+				p.stats.earlySent.Add(1)
+				if err := record(last, count, frameBytes); err != nil {
+					return err
+				}
+			}
+		}
+		if announced < min(since, sent) {
+			// The follower holds entries sent early that are published now.
+			if err := heartbeat(since, time.Now()); err != nil {
+				return err
+			}
 		}
 		if cap(w.out) > 4*maxBytes {
 			w.out = nil // drop a buffer grown by one huge entry
@@ -213,14 +257,13 @@ func (s *sendSession) sendLoop(from int64) error {
 				}
 				last = s
 			}
+		case <-earlyCh:
 		case <-s.ackCh:
 		case now := <-hb.C:
 			if now.Sub(lastSend) >= p.opts.Heartbeat/2 {
-				w.out = appendHeartbeat(w.out, heartbeat{Since: since, UnixNano: now.UnixNano(), Through: c.NextSeq() - 1, Committed: p.committed()})
-				if err := w.flush(); err != nil {
+				if err := heartbeat(since, now); err != nil {
 					return err
 				}
-				lastSend = now
 			}
 		case <-s.ctx.Done():
 			return nil
