@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"runtime"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -105,15 +106,21 @@ func percentiles(d []time.Duration) (p50, p99 time.Duration) {
 // on the follower, one append at a time (async replication; memory logs, or
 // file logs without fsync).
 func BenchmarkLiveLag(b *testing.B) {
-	for _, kind := range []string{"memlog", "file-never"} {
+	for _, kind := range []string{"memlog", "file-never", "file-always", "file-always/serial"} {
 		b.Run("log="+kind, func(b *testing.B) { benchLiveLag(b, kind) })
 	}
 }
 
+// benchLiveLag: kind "file-always/serial" is a file-always primary with
+// Options.SendAfterSync (no parallel fsyncs), for comparison in one run.
 func benchLiveLag(b *testing.B, kind string) {
+	popts := benchOpts()
+	if k, ok := strings.CutSuffix(kind, "/serial"); ok {
+		kind, popts.SendAfterSync = k, true
+	}
 	pdb := benchDB(b, benchLog(b, kind), nil)
 	fdb := benchDB(b, benchLog(b, kind), nil)
-	_, addr := servePrimary(b, pdb, benchOpts())
+	_, addr := servePrimary(b, pdb, popts)
 	f, err := NewFollower(fdb, addr, benchOpts())
 	if err != nil {
 		b.Fatal(err)
