@@ -469,6 +469,11 @@ func (db *DB) ClaimUpstream(primary string) (release func(restore bool), err err
 			if restore {
 				db.mu.follower, db.mu.primary = prevFollower, prevPrimary
 			}
+			if !db.mu.follower {
+				// Writable again: what it held is its history now, and a
+				// hold would hide its own appends.
+				db.endHoldLocked()
+			}
 		})
 	}, nil
 }

@@ -279,3 +279,27 @@ func TestNewEpoch(t *testing.T) {
 		t.Fatalf("a refused NewEpoch changed the history: %v", h)
 	}
 }
+
+// TestHoldEndsWhenWritable: a DB that held entries as a follower and goes
+// back to taking appends (its upstream claim released with restore) shows
+// what it held and its own appends.
+func TestHoldEndsWhenWritable(t *testing.T) {
+	ctx := context.Background()
+	db := openDB(t, nil)
+	if _, err := db.Append(ctx, val(0)); err != nil {
+		t.Fatal(err)
+	}
+	release, err := db.ClaimUpstream("primary:7601")
+	if err != nil {
+		t.Fatal(err)
+	}
+	db.HoldAbove(0)
+	release(true)
+	seq, err := db.Append(ctx, val(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db.Since() != seq {
+		t.Fatalf("since %d after an append at %d: a stale hold hides the primary's own appends", db.Since(), seq)
+	}
+}

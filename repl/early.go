@@ -60,10 +60,7 @@ func (p *Primary) Written(first, last int64, frames []byte) {
 		return
 	}
 	e.first, e.last = first, last
-	e.frames = append(e.frames[:0], frames...)
-	if cap(e.frames) > 4*p.opts.MaxBatchBytes {
-		e.frames = nil // drop a buffer grown by one huge batch
-	}
+	e.frames = append(e.frames[:0], frames...) // at most MaxBatchBytes, reused
 	if e.chTaken {
 		close(e.ch)
 		e.ch, e.chTaken = make(chan struct{}), false
