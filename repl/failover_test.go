@@ -3,11 +3,9 @@ package repl
 import (
 	"context"
 	"errors"
-	"fmt"
 	"testing"
 
 	"github.com/flume-go/flume"
-	"github.com/flume-go/flume/fork"
 	"github.com/flume-go/flume/vfs"
 )
 
@@ -79,13 +77,7 @@ func TestFailoverFenceAndRejoin(t *testing.T) {
 	if st.Cuts != 1 || st.EntriesReceived != 3 {
 		t.Fatalf("rejoin stats: %d cuts, %d entries received; want 1 cut and only the 3 new entries (no re-copy)", st.Cuts, st.EntriesReceived)
 	}
-	var cut []string
-	if err := fork.Entries(fsys, opts.ForkDir, func(_ fork.Info, e flume.Entry) error {
-		cut = append(cut, fmt.Sprintf("%d:%s", e.Seq, e.Data))
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	cut := forkedEntries(t, fsys, opts.ForkDir)
 	if len(cut) != 5 || cut[0] != "20:lost-0" || cut[4] != "24:lost-4" {
 		t.Fatalf("forked entries %v, want A's 20..24", cut)
 	}

@@ -41,16 +41,7 @@ func (g *syncGate) inject(op errorfs.Op) error {
 // segment fsyncs g can hold.
 func gatedPrimary(t *testing.T, mem *vfs.MemFS, g *syncGate, opts *flume.Options) *flume.DB {
 	t.Helper()
-	efs := errorfs.Wrap(mem, errorfs.InjectorFunc(g.inject))
-	l, err := filelog.Open("/p", &filelog.Options{FS: efs, Sync: filelog.SyncAlways})
-	if err != nil {
-		t.Fatal(err)
-	}
-	db, err := flume.Open(l, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
+	db := memFileDB(t, errorfs.Wrap(mem, errorfs.InjectorFunc(g.inject)), "/p", opts)
 	// Registered after db.Close, so it runs before it: a test that fails
 	// with an fsync held must not leave Close waiting for it.
 	t.Cleanup(func() {
@@ -65,13 +56,15 @@ func gatedPrimary(t *testing.T, mem *vfs.MemFS, g *syncGate, opts *flume.Options
 	return db
 }
 
-func memFileDB(t *testing.T, fsys vfs.FS, dir string) *flume.DB {
+// memFileDB opens a filelog (SyncAlways) DB in dir on fsys, closed when
+// the test ends.
+func memFileDB(t *testing.T, fsys vfs.FS, dir string, opts *flume.Options) *flume.DB {
 	t.Helper()
 	l, err := filelog.Open(dir, &filelog.Options{FS: fsys, Sync: filelog.SyncAlways})
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := flume.Open(l, nil)
+	db, err := flume.Open(l, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +90,7 @@ func TestParallelFsyncHold(t *testing.T) {
 	ctx := context.Background()
 	g := newSyncGate()
 	pdb := gatedPrimary(t, vfs.NewMem(), g, &flume.Options{SyncReplicas: 1, SyncTimeout: 10 * time.Second})
-	fdb := memFileDB(t, vfs.NewMem(), "/f")
+	fdb := memFileDB(t, vfs.NewMem(), "/f", nil)
 	link, err := Replicate(pdb, fdb, fastOpts())
 	if err != nil {
 		t.Fatal(err)
@@ -159,7 +152,7 @@ func TestParallelFsyncPowerLoss(t *testing.T) {
 	g := newSyncGate()
 	pdb := gatedPrimary(t, mem, g, &flume.Options{SyncReplicas: 1, SyncTimeout: 10 * time.Second})
 	ffs := vfs.NewMem()
-	fdb := memFileDB(t, ffs, "/f")
+	fdb := memFileDB(t, ffs, "/f", nil)
 	opts := fastOpts()
 	opts.ForkDir, opts.FS = "/f/forked", ffs
 	link, err := Replicate(pdb, fdb, opts)
@@ -192,7 +185,7 @@ func TestParallelFsyncPowerLoss(t *testing.T) {
 	}
 
 	// The primary restarts from what survived and begins a new epoch.
-	p2 := memFileDB(t, crashed, "/p")
+	p2 := memFileDB(t, crashed, "/p", nil)
 	if p2.Since() != 4 {
 		t.Fatalf("restarted primary since %d, want 4", p2.Since())
 	}
@@ -219,13 +212,7 @@ func TestParallelFsyncPowerLoss(t *testing.T) {
 	if s := l2.Follower().Stats(); s.Cuts != 1 || s.EntriesReceived != 3 {
 		t.Fatalf("rejoin: %d cuts, %d entries received; want 1 cut and the 3 new entries", s.Cuts, s.EntriesReceived)
 	}
-	var cut []string
-	if err := fork.Entries(ffs, opts.ForkDir, func(_ fork.Info, e flume.Entry) error {
-		cut = append(cut, fmt.Sprintf("%d:%s", e.Seq, e.Data))
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
+	cut := forkedEntries(t, ffs, opts.ForkDir)
 	if fmt.Sprint(cut) != `[5:"lost-5" 6:"lost-6"]` {
 		t.Fatalf("forked entries %v, want exactly the lost batch", cut)
 	}
@@ -265,7 +252,7 @@ func TestIntervalPrimaryPowerLoss(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer pdb.Close()
-			fdb := memFileDB(t, ffs, "/f")
+			fdb := memFileDB(t, ffs, "/f", nil)
 			appendN(t, pdb, 5, "a")
 			opts := fastOpts()
 			opts.ForkDir, opts.FS = "/f/forked", ffs
@@ -286,7 +273,7 @@ func TestIntervalPrimaryPowerLoss(t *testing.T) {
 				}
 			}
 
-			p2 := memFileDB(t, crashed, "/p")
+			p2 := memFileDB(t, crashed, "/p", nil)
 			if p2.Since() != 4 {
 				t.Fatalf("restarted primary since %d, want 4", p2.Since())
 			}
@@ -312,16 +299,23 @@ func TestIntervalPrimaryPowerLoss(t *testing.T) {
 			appendN(t, p2, 2, "b")
 			waitSince(t, fdb, 6)
 			sameLog(t, p2, fdb)
-			var cut []string
-			if err := fork.Entries(ffs, opts.ForkDir, func(_ fork.Info, e flume.Entry) error {
-				cut = append(cut, fmt.Sprintf("%d:%s", e.Seq, e.Data))
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
+			cut := forkedEntries(t, ffs, opts.ForkDir)
 			if fmt.Sprint(cut) != "[5:unsynced-0 6:unsynced-1 7:unsynced-2]" {
 				t.Fatalf("forked entries %v, want exactly the entries the primary lost", cut)
 			}
 		})
 	}
+}
+
+// forkedEntries lists the entries in a fork directory as "seq:value".
+func forkedEntries(t *testing.T, fsys vfs.FS, dir string) []string {
+	t.Helper()
+	var cut []string
+	if err := fork.Entries(fsys, dir, func(_ fork.Info, e flume.Entry) error {
+		cut = append(cut, fmt.Sprintf("%d:%s", e.Seq, e.Data))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return cut
 }
