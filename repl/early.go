@@ -83,12 +83,16 @@ func (p *Primary) earlyChanged() <-chan struct{} {
 
 // appendEarly appends to dst an Entries message with the written batch
 // when it begins at next, with primarySince in its header, and reports the
-// batch's last seq and frame bytes (last < next when there is none).
+// batch's last seq and frame bytes (last < next when there is none). The
+// log's first batch is never sent early.
 func (p *Primary) appendEarly(dst []byte, next, primarySince int64) ([]byte, int64, int) {
 	e := &p.early
 	e.Lock()
 	defer e.Unlock()
-	if !e.on || e.first != next || e.last < e.first || e.first <= primarySince {
+	// Nothing goes early before the log's first entry is durable: a
+	// primary that lost its whole log could not be cut against (no entry
+	// would be provably common, and a rejoin never cuts a whole log).
+	if !e.on || e.first != next || e.last < e.first || e.first <= primarySince || primarySince < 0 {
 		return dst, next - 1, 0
 	}
 	buf, start := appendBatchHeader(dst, primarySince, e.first)

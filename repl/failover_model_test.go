@@ -2,24 +2,31 @@ package repl
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
 
 	"github.com/flume-go/flume"
+	"github.com/flume-go/flume/filelog"
 	"github.com/flume-go/flume/fork"
-	"github.com/flume-go/flume/memlog"
 	"github.com/flume-go/flume/vfs"
+	"github.com/flume-go/flume/vfs/errorfs"
 	"pgregory.net/rapid"
 )
 
-// failoverModel is three nodes over memlog and in-process links: one
-// primary, two followers, and manual failovers (promote the longest
-// follower, repoint the other, rejoin the old primary by a verified cut).
+// failoverModel is three nodes over in-process links: one primary, two
+// followers, manual failovers (promote the longest follower, repoint the
+// other, rejoin the old primary by a verified cut) and power losses. Each
+// node's log is a filelog (SyncAlways) on its own crashable MemFS behind a
+// gate that can hold its fsyncs, so parallel fsyncs run: followers get
+// batches before the primary's fsync, and a power loss in that window
+// leaves them holding entries the primary lost.
 type failoverModel struct {
 	t       *rapid.T
 	nodes   []*flume.DB
-	fs      []*vfs.MemFS // each node's fork directory lives here
+	fs      []*vfs.MemFS // each node's data and fork directory live here
+	gates   []*syncGate
 	primary int
 	links   map[int]*Link    // follower index → its link from the primary
 	acked   map[int64]string // seq → value of every append acknowledged at k=1
@@ -62,11 +69,12 @@ func (m *failoverModel) append(k int) {
 func (m *failoverModel) failover() {
 	best := -1
 	for i := range m.nodes {
-		if i != m.primary && (best < 0 || m.nodes[i].Since() > m.nodes[best].Since()) {
+		// The longest log, held entries included: they may be acknowledged.
+		if i != m.primary && (best < 0 || m.nodes[i].Log().Since() > m.nodes[best].Log().Since()) {
 			best = i
 		}
 	}
-	if m.nodes[best].Since() < 0 && m.nodes[m.primary].Since() >= 0 {
+	if m.nodes[best].Log().Since() < 0 && m.nodes[m.primary].Log().Since() >= 0 {
 		// Nothing would be provably common with the old primary: its
 		// rejoin is refused by design (a rejoin never cuts a whole log;
 		// TestCutPoint covers it), which needs an operator, not a model.
@@ -117,6 +125,124 @@ func forked(t *rapid.T, fsys *vfs.MemFS) []string {
 		t.Fatal(err)
 	}
 	return out
+}
+
+// open opens node i's DB from its filesystem (after a crash: from what
+// survived), with a fresh gate.
+func (m *failoverModel) open(i int) {
+	g := newSyncGate()
+	l, err := filelog.Open("/data", &filelog.Options{FS: errorfs.Wrap(m.fs[i], errorfs.InjectorFunc(g.inject)), Sync: filelog.SyncAlways})
+	if err != nil {
+		m.t.Fatalf("node %d: open after a crash: %v", i, err)
+	}
+	db, err := flume.Open(l, &flume.Options{SyncTimeout: 2 * time.Second})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.nodes[i], m.gates[i] = db, g
+}
+
+// powerLoss crashes node i: only what it fsynced survives (and, as a disk
+// may, part of what it wrote after), and it restarts from that.
+func (m *failoverModel) powerLoss(i int, keepPercent int) {
+	if l, ok := m.links[i]; ok {
+		l.Close()
+		delete(m.links, i)
+	}
+	crashed := m.fs[i].CrashClone(vfs.CrashConfig{UnsyncedDataPercent: keepPercent})
+	m.gates[i].release(errors.New("power lost"))
+	m.nodes[i].Close()
+	m.fs[i] = crashed
+	m.open(i)
+}
+
+// crashPrimary: the primary loses power, maybe with a synchronous append
+// in flight that the followers already hold (sent before the primary's
+// fsync, which never completes). It restarts as the primary of a new
+// epoch; each follower rejoins it, cutting into forked/ exactly what it
+// held beyond the primary's recovered log, none of it acknowledged.
+func (m *failoverModel) crashPrimary(inFlight bool, keepPercent int) {
+	p := m.primary
+	db := m.nodes[p]
+	var done chan error
+	// Parallel fsyncs send nothing before the log's first entry is durable.
+	if inFlight && db.Since() >= 0 {
+		seq := db.Log().Since() + 1
+		m.n++
+		v := fmt.Sprintf(`"v%d"`, m.n)
+		m.gates[p].shut.Store(true)
+		done = make(chan error, 1)
+		go func() {
+			_, _, err := db.AppendWith(context.Background(), flume.AppendOptions{SyncReplicas: 1}, []byte(v))
+			done <- err
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for i := range m.nodes {
+			for i != p && m.nodes[i].Log().Since() < seq {
+				if time.Now().After(deadline) {
+					m.t.Fatalf("node %d never received seq %d sent before the primary's fsync", i, seq)
+				}
+				time.Sleep(time.Millisecond)
+			}
+		}
+	}
+	for i, l := range m.links {
+		l.Close()
+		delete(m.links, i)
+	}
+	m.powerLoss(p, keepPercent)
+	if done != nil {
+		if err := <-done; err == nil {
+			m.t.Fatal("an append whose fsync never completed was acknowledged")
+		}
+	}
+	recovered := m.nodes[p].Log().Since()
+	type held struct {
+		before []string
+		want   []string
+	}
+	cuts := map[int]held{}
+	for i := range m.nodes {
+		if i == p {
+			continue
+		}
+		var want []string
+		l := m.nodes[i].Log()
+		for s := recovered + 1; s <= l.Since(); s++ {
+			e, err := l.Entry(s)
+			if err != nil {
+				m.t.Fatal(err)
+			}
+			want = append(want, fmt.Sprintf("%d:%s", s, e.Data))
+		}
+		cuts[i] = held{before: forked(m.t, m.fs[i]), want: want}
+	}
+	for i := range m.nodes {
+		if i != p {
+			m.follow(i)
+		}
+	}
+	m.converge()
+	for i, h := range cuts {
+		got := forked(m.t, m.fs[i])[len(h.before):]
+		if fmt.Sprint(got) != fmt.Sprint(h.want) {
+			m.t.Fatalf("node %d's rejoin after the primary's power loss kept %v in forked/, want exactly %v", i, got, h.want)
+		}
+		for _, c := range got {
+			var seq int64
+			fmt.Sscanf(c, "%d:", &seq)
+			if v, ok := m.acked[seq]; ok {
+				m.t.Fatalf("node %d cut seq %d, acknowledged as %s", i, seq, v)
+			}
+		}
+	}
+}
+
+// crashFollower: a follower loses power and restarts; it rejoins.
+func (m *failoverModel) crashFollower(i int, keepPercent int) {
+	m.powerLoss(i, keepPercent)
+	m.follow(i)
+	m.converge()
 }
 
 // converge waits until every follower holds the primary's log.
@@ -180,26 +306,25 @@ func (m *failoverModel) check() {
 	}
 }
 
-// TestFailoverModel: random appends (k=0 and k=1) and manual failovers
-// over three nodes; after every step, every acknowledged k=1 entry is on
-// the current primary, followers are prefixes, epochs only grow, and a
-// rejoin keeps in forked/ exactly what it cut.
+// TestFailoverModel: random appends (k=0 and k=1), manual failovers and
+// power losses (of the primary, with or without a synchronous append in
+// flight past the followers, and of a follower) over three nodes; after
+// every step, every acknowledged k=1 entry is on the current primary,
+// followers are prefixes, epochs only grow, and a rejoin keeps in forked/
+// exactly what it cut, never an acknowledged entry.
 func TestFailoverModel(t *testing.T) {
 	rapid.Check(t, func(t *rapid.T) {
 		m := &failoverModel{t: t, links: map[int]*Link{}, acked: map[int64]string{}, seen: map[int]uint64{}}
 		for i := 0; i < 3; i++ {
-			db, err := flume.Open(memlog.New(), &flume.Options{SyncTimeout: 2 * time.Second})
-			if err != nil {
-				t.Fatal(err)
-			}
-			m.nodes = append(m.nodes, db)
-			m.fs = append(m.fs, vfs.NewMem())
+			m.nodes, m.fs, m.gates = append(m.nodes, nil), append(m.fs, vfs.NewMem()), append(m.gates, nil)
+			m.open(i)
 		}
 		defer func() {
 			for _, l := range m.links {
 				l.Close()
 			}
-			for _, db := range m.nodes {
+			for i, db := range m.nodes {
+				m.gates[i].release(errors.New("test ended"))
 				db.Close()
 			}
 		}()
@@ -214,7 +339,14 @@ func TestFailoverModel(t *testing.T) {
 				}
 			},
 			"failover": func(t *rapid.T) { m.failover() },
-			"":         func(t *rapid.T) { m.check() },
+			"power loss of the primary": func(t *rapid.T) {
+				m.crashPrimary(rapid.Bool().Draw(t, "append in flight"), rapid.SampledFrom([]int{0, 50, 100}).Draw(t, "keep unsynced %"))
+			},
+			"power loss of a follower": func(t *rapid.T) {
+				i := rapid.SampledFrom([]int{0, 1, 2}).Filter(func(i int) bool { return i != m.primary }).Draw(t, "follower")
+				m.crashFollower(i, rapid.SampledFrom([]int{0, 50, 100}).Draw(t, "keep unsynced %"))
+			},
+			"": func(t *rapid.T) { m.check() },
 		})
 	})
 }

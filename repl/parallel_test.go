@@ -28,6 +28,17 @@ type syncGate struct {
 
 func newSyncGate() *syncGate { return &syncGate{open: make(chan error, 16)} }
 
+// release opens the gate and fails every fsync it holds with err.
+func (g *syncGate) release(err error) {
+	g.shut.Store(false)
+	for range cap(g.open) {
+		select {
+		case g.open <- err:
+		default:
+		}
+	}
+}
+
 func (g *syncGate) inject(op errorfs.Op) error {
 	if op.Kind != errorfs.OpSync || !strings.HasSuffix(op.Path, ".seg") || !g.shut.Load() {
 		return nil
@@ -44,15 +55,7 @@ func gatedPrimary(t *testing.T, mem *vfs.MemFS, g *syncGate, opts *flume.Options
 	db := memFileDB(t, errorfs.Wrap(mem, errorfs.InjectorFunc(g.inject)), "/p", opts)
 	// Registered after db.Close, so it runs before it: a test that fails
 	// with an fsync held must not leave Close waiting for it.
-	t.Cleanup(func() {
-		g.shut.Store(false)
-		for range cap(g.open) {
-			select {
-			case g.open <- errors.New("test ended"):
-			default:
-			}
-		}
-	})
+	t.Cleanup(func() { g.release(errors.New("test ended")) })
 	return db
 }
 

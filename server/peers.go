@@ -128,14 +128,14 @@ func (s *Server) checkPeer(ctx context.Context, hc *http.Client, u string, self 
 		return r
 	}
 	top, ours := st.highestEpoch(), self.highestEpoch()
-	r.NodeID, r.Role, r.Since, r.Epoch = st.NodeID, st.Role, &st.Since, &top
+	r.NodeID, r.Role, r.Since, r.Epoch = st.NodeID, st.Role, &st.LogSince, &top
 	switch {
 	case st.NodeID == self.NodeID:
 		r.Result = PeerSelf
 	case st.LogID != self.LogID:
 		r.Result = PeerOtherLog
 		r.Error = fmt.Sprintf("log ID %s, ours %s: not compared", st.LogID, self.LogID)
-	case st.Since > self.Since:
+	case st.LogSince > self.LogSince: // held entries count: they may be acknowledged
 		r.Result = PeerLongerLog
 	case top > ours:
 		r.Result = PeerHigherEpoch

@@ -202,7 +202,7 @@ func (s *Server) Promote(ctx context.Context, req PromoteRequest) (res PromoteRe
 	}
 	if !req.Force {
 		for _, p := range res.Peers {
-			if reason := p.aheadOf(self.Since, self.highestEpoch()); reason != "" {
+			if reason := p.aheadOf(self.LogSince, self.highestEpoch()); reason != "" {
 				return res, &PeerAheadError{Peer: p, Peers: res.Peers, Reason: reason}
 			}
 		}

@@ -18,8 +18,15 @@ type Status struct {
 	// Epoch is the epoch of entries appended from now on (on a primary,
 	// the epoch it serves).
 	Epoch        uint64 `json:"epoch"`
-	Since        int64  `json:"since"` // seq of the last entry, -1 when empty
+	Since        int64  `json:"since"` // seq of the last entry readers see, -1 when empty
 	Hash         string `json:"hash"`  // chain hash at Since
+	// LogSince is the last seq in the log: Since plus the entries a
+	// follower holds (Held), received before its primary had made them
+	// durable and not shown to readers until it has (parallel fsyncs).
+	// It is what a promotion compares: the longest log holds every
+	// acknowledged append.
+	LogSince int64 `json:"log_since"`
+	Held     int64 `json:"held"`
 	Fsync        string `json:"fsync,omitempty"`
 	SyncReplicas int    `json:"sync_replicas"`
 	// ReplAddr is the node's replication listener: where followers connect
@@ -101,6 +108,7 @@ type replSource func() replState
 func dbStatus(db *flume.DB) Status {
 	l := db.Log()
 	since, hash := l.Head()
+	logSince := since
 	// Head reads the log; the DB's published since is what readers see and
 	// never runs ahead of the log, so report the lower of the two.
 	if s := db.Since(); s < since {
@@ -110,7 +118,8 @@ func dbStatus(db *flume.DB) Status {
 			since, hash = -1, flume.GenesisHash(l.ID())
 		}
 	}
-	st := Status{Role: "primary", LogID: l.ID().String(), Epoch: l.Epoch(), Since: since, Hash: hash.String()}
+	st := Status{Role: "primary", LogID: l.ID().String(), Epoch: l.Epoch(), Since: since, Hash: hash.String(),
+		LogSince: logSince, Held: logSince - since}
 	if f, _ := db.Role(); f {
 		st.Role = "follower"
 	}

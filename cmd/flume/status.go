@@ -62,6 +62,9 @@ func printStatus(out io.Writer, st server.Status) {
 		fmt.Fprintf(tw, "committed hint\t%s\n", hint)
 	}
 	fmt.Fprintf(tw, "since\t%d\n", st.Since)
+	if st.Held > 0 {
+		fmt.Fprintf(tw, "held\t%d (in the log through %d, not yet published by the primary)\n", st.Held, st.LogSince)
+	}
 	fmt.Fprintf(tw, "hash\t%s\n", st.Hash)
 	if st.Fsync != "" {
 		fmt.Fprintf(tw, "fsync\t%s\n", st.Fsync)
