@@ -17,16 +17,16 @@ type Status struct {
 	LogID  string `json:"log_id"`
 	// Epoch is the epoch of entries appended from now on (on a primary,
 	// the epoch it serves).
-	Epoch        uint64 `json:"epoch"`
-	Since        int64  `json:"since"` // seq of the last entry readers see, -1 when empty
-	Hash         string `json:"hash"`  // chain hash at Since
+	Epoch uint64 `json:"epoch"`
+	Since int64  `json:"since"` // seq of the last entry readers see, -1 when empty
+	Hash  string `json:"hash"`  // chain hash at Since
 	// LogSince is the last seq in the log: Since plus the entries a
 	// follower holds (Held), received before its primary had made them
 	// durable and not shown to readers until it has (parallel fsyncs).
 	// It is what a promotion compares: the longest log holds every
 	// acknowledged append.
-	LogSince int64 `json:"log_since"`
-	Held     int64 `json:"held"`
+	LogSince     int64  `json:"log_since"`
+	Held         int64  `json:"held"`
 	Fsync        string `json:"fsync,omitempty"`
 	SyncReplicas int    `json:"sync_replicas"`
 	// ReplAddr is the node's replication listener: where followers connect
