@@ -303,3 +303,46 @@ func TestHoldEndsWhenWritable(t *testing.T) {
 		t.Fatalf("since %d after an append at %d: a stale hold hides the primary's own appends", db.Since(), seq)
 	}
 }
+
+// TestTruncateLowersHold: a cut lowers a follower's hold to the cut point,
+// so entries of its next primary past the cut show only once that primary
+// publishes them, not because its old primary had published as far.
+func TestTruncateLowersHold(t *testing.T) {
+	fdb, primary := replicatedFollower(t, 6) // 0-5, exposed
+	fdb.HoldAbove(5)
+	at2, _ := primary.Entry(2)
+	var fork bytes.Buffer
+	if _, err := fdb.TruncateAfter(2, at2.Hash, &fork); err != nil {
+		t.Fatal(err)
+	}
+	// The new primary's history from seq 3, sent before its fsync.
+	other := memlog.New()
+	if err := other.SetID(primary.ID()); err != nil {
+		t.Fatal(err)
+	}
+	var es []flume.Entry
+	for i := int64(0); i < 6; i++ {
+		d := val(i)
+		if i >= 3 {
+			d = []byte(`"new"`)
+		}
+		s, err := other.Append(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s >= 3 {
+			e, _ := other.Entry(s)
+			es = append(es, e)
+		}
+	}
+	if err := fdb.AppendReplicated(es); err != nil {
+		t.Fatal(err)
+	}
+	if fdb.Since() != 2 || fdb.Held() != 3 {
+		t.Fatalf("after the cut and 3 new entries: since %d, held %d; want 2 and 3 held until the new primary publishes them", fdb.Since(), fdb.Held())
+	}
+	fdb.HoldAbove(4)
+	if fdb.Since() != 4 {
+		t.Fatalf("since %d after the new primary published 4", fdb.Since())
+	}
+}

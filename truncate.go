@@ -36,6 +36,11 @@ func (db *DB) TruncateAfter(seq int64, want Hash, fork io.Writer) (TruncateRepor
 	after := tl.Since()
 	db.mu.Lock()
 	db.mu.logSince = after
+	if db.mu.holding {
+		// The hold came from the primary the cut entries came from: the
+		// new primary's entries past the cut show once it publishes them.
+		db.mu.hold = min(db.mu.hold, after)
+	}
 	db.mu.Unlock()
 	if after < db.Since() {
 		db.mu.Lock()
